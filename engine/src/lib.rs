@@ -1,0 +1,2 @@
+//! Hearsay: a decentralized UDP gossip engine.
+pub mod placement;

@@ -1,0 +1,4 @@
+//! PLACEHOLDER
+#![allow(missing_docs)]
+pub struct Router;
+pub struct Snapshot;
