@@ -2,21 +2,36 @@
 #![allow(missing_docs, unused_variables)]
 use super::{Key, KeyHasher, Modulo, Node, Placement, PlacementError, Scheme};
 
-
 #[derive(Debug)]
-pub struct Ketama { inner: Modulo }
+pub struct Ketama {
+    inner: Modulo,
+}
 
 impl Ketama {
     pub fn new(nodes: &[Node]) -> Result<Self, PlacementError> {
-        Ok(Self { inner: Modulo::new(nodes, KeyHasher::new(0))? })
+        Ok(Self {
+            inner: Modulo::new(nodes, KeyHasher::new(0))?,
+        })
     }
 }
 
 impl Placement for Ketama {
-    fn scheme(&self) -> Scheme { Scheme::Ketama }
-    fn nodes(&self) -> &[Node] { self.inner.nodes() }
-    fn hash_key(&self, key: Key<'_>) -> u64 { self.inner.hash_key(key) }
-    fn locate(&self, hash: u64) -> usize { self.inner.locate(hash) }
-    fn memory_bytes(&self) -> usize { self.inner.memory_bytes() }
-    fn rebuild(&self, nodes: &[Node]) -> Result<Box<dyn Placement>, PlacementError> { self.inner.rebuild(nodes) }
+    fn scheme(&self) -> Scheme {
+        Scheme::Ketama
+    }
+    fn nodes(&self) -> &[Node] {
+        self.inner.nodes()
+    }
+    fn hash_key(&self, key: Key<'_>) -> u64 {
+        self.inner.hash_key(key)
+    }
+    fn locate(&self, hash: u64) -> usize {
+        self.inner.locate(hash)
+    }
+    fn memory_bytes(&self) -> usize {
+        self.inner.memory_bytes()
+    }
+    fn rebuild(&self, nodes: &[Node]) -> Result<Box<dyn Placement>, PlacementError> {
+        self.inner.rebuild(nodes)
+    }
 }

@@ -2,22 +2,37 @@
 #![allow(missing_docs, unused_variables)]
 use super::{Key, KeyHasher, Modulo, Node, Placement, PlacementError, Scheme};
 
-
 #[derive(Debug)]
-pub struct Memento { inner: Modulo }
+pub struct Memento {
+    inner: Modulo,
+}
 
 impl Memento {
     pub fn new(nodes: &[Node], hasher: KeyHasher) -> Result<Self, PlacementError> {
         let _ = hasher;
-        Ok(Self { inner: Modulo::new(nodes, hasher)? })
+        Ok(Self {
+            inner: Modulo::new(nodes, hasher)?,
+        })
     }
 }
 
 impl Placement for Memento {
-    fn scheme(&self) -> Scheme { Scheme::Memento }
-    fn nodes(&self) -> &[Node] { self.inner.nodes() }
-    fn hash_key(&self, key: Key<'_>) -> u64 { self.inner.hash_key(key) }
-    fn locate(&self, hash: u64) -> usize { self.inner.locate(hash) }
-    fn memory_bytes(&self) -> usize { self.inner.memory_bytes() }
-    fn rebuild(&self, nodes: &[Node]) -> Result<Box<dyn Placement>, PlacementError> { self.inner.rebuild(nodes) }
+    fn scheme(&self) -> Scheme {
+        Scheme::Memento
+    }
+    fn nodes(&self) -> &[Node] {
+        self.inner.nodes()
+    }
+    fn hash_key(&self, key: Key<'_>) -> u64 {
+        self.inner.hash_key(key)
+    }
+    fn locate(&self, hash: u64) -> usize {
+        self.inner.locate(hash)
+    }
+    fn memory_bytes(&self) -> usize {
+        self.inner.memory_bytes()
+    }
+    fn rebuild(&self, nodes: &[Node]) -> Result<Box<dyn Placement>, PlacementError> {
+        self.inner.rebuild(nodes)
+    }
 }

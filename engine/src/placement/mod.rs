@@ -230,7 +230,8 @@ pub enum PlacementError {
 
 /// Heap bytes of a member list (the vector and the names), for `memory_bytes`.
 pub(crate) fn nodes_memory(nodes: &[Node]) -> usize {
-    nodes.len() * std::mem::size_of::<Node>() + nodes.iter().map(|n| n.name.capacity()).sum::<usize>()
+    nodes.len() * std::mem::size_of::<Node>()
+        + nodes.iter().map(|n| n.name.capacity()).sum::<usize>()
 }
 
 /// Check what every scheme needs of a member list: non-empty, ids distinct, weights > 0.
@@ -341,7 +342,9 @@ impl Scheme {
         let hasher = KeyHasher::new(seed);
         Ok(match *self {
             Scheme::Modulo => Box::new(Modulo::new(nodes, hasher)?),
-            Scheme::Ring { points_per_node } => Box::new(Ring::new(nodes, hasher, points_per_node)?),
+            Scheme::Ring { points_per_node } => {
+                Box::new(Ring::new(nodes, hasher, points_per_node)?)
+            }
             Scheme::Ketama => Box::new(Ketama::new(nodes)?),
             Scheme::Jump => Box::new(Jump::new(nodes, hasher)?),
             Scheme::Rendezvous { weighted } => Box::new(Rendezvous::new(nodes, hasher, weighted)?),
@@ -568,9 +571,15 @@ mod tests {
     fn validation_rejects_bad_member_lists() {
         assert_eq!(validate_nodes(&[]), Err(PlacementError::NoNodes));
         let dup = [Node::new(1, "a"), Node::new(1, "b")];
-        assert_eq!(validate_nodes(&dup), Err(PlacementError::DuplicateId(NodeId(1))));
+        assert_eq!(
+            validate_nodes(&dup),
+            Err(PlacementError::DuplicateId(NodeId(1)))
+        );
         let zero = [Node::new(1, "a").with_weight(0)];
-        assert_eq!(validate_nodes(&zero), Err(PlacementError::ZeroWeight(NodeId(1))));
+        assert_eq!(
+            validate_nodes(&zero),
+            Err(PlacementError::ZeroWeight(NodeId(1)))
+        );
         for s in Scheme::all() {
             assert_eq!(s.build(&[], 0).unwrap_err(), PlacementError::NoNodes, "{s}");
         }

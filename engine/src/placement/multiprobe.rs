@@ -5,21 +5,37 @@ use super::{Key, KeyHasher, Modulo, Node, Placement, PlacementError, Scheme};
 pub(crate) const DEFAULT_PROBES: u32 = 21;
 
 #[derive(Debug)]
-pub struct MultiProbe { inner: Modulo }
+pub struct MultiProbe {
+    inner: Modulo,
+}
 
 impl MultiProbe {
     pub fn new(nodes: &[Node], hasher: KeyHasher, probes: u32) -> Result<Self, PlacementError> {
         let _ = hasher;
         let _ = probes;
-        Ok(Self { inner: Modulo::new(nodes, hasher)? })
+        Ok(Self {
+            inner: Modulo::new(nodes, hasher)?,
+        })
     }
 }
 
 impl Placement for MultiProbe {
-    fn scheme(&self) -> Scheme { Scheme::MultiProbe { probes: 21 } }
-    fn nodes(&self) -> &[Node] { self.inner.nodes() }
-    fn hash_key(&self, key: Key<'_>) -> u64 { self.inner.hash_key(key) }
-    fn locate(&self, hash: u64) -> usize { self.inner.locate(hash) }
-    fn memory_bytes(&self) -> usize { self.inner.memory_bytes() }
-    fn rebuild(&self, nodes: &[Node]) -> Result<Box<dyn Placement>, PlacementError> { self.inner.rebuild(nodes) }
+    fn scheme(&self) -> Scheme {
+        Scheme::MultiProbe { probes: 21 }
+    }
+    fn nodes(&self) -> &[Node] {
+        self.inner.nodes()
+    }
+    fn hash_key(&self, key: Key<'_>) -> u64 {
+        self.inner.hash_key(key)
+    }
+    fn locate(&self, hash: u64) -> usize {
+        self.inner.locate(hash)
+    }
+    fn memory_bytes(&self) -> usize {
+        self.inner.memory_bytes()
+    }
+    fn rebuild(&self, nodes: &[Node]) -> Result<Box<dyn Placement>, PlacementError> {
+        self.inner.rebuild(nodes)
+    }
 }
