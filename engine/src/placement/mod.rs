@@ -230,8 +230,7 @@ pub enum PlacementError {
 
 /// Heap bytes of a member list (the vector and the names), for `memory_bytes`.
 pub(crate) fn nodes_memory(nodes: &[Node]) -> usize {
-    nodes.len() * std::mem::size_of::<Node>()
-        + nodes.iter().map(|n| n.name.capacity()).sum::<usize>()
+    std::mem::size_of_val(nodes) + nodes.iter().map(|n| n.name.capacity()).sum::<usize>()
 }
 
 /// Check what every scheme needs of a member list: non-empty, ids distinct, weights > 0.
