@@ -151,10 +151,14 @@ fn disruption_on_one_node_change() {
                 moved <= bound * ideal,
                 "{scheme} {what}: moved {moved:.4} > {bound}·1/N"
             );
-            assert!(
-                moved > 0.3 * ideal,
-                "{scheme} {what}: moved {moved:.4}, too few"
-            );
+            // Multi-probe bounds only the peak: a node whose point sits just behind another's
+            // may own almost nothing, so its departure can move almost nothing.
+            if !matches!(scheme, Scheme::MultiProbe { .. }) {
+                assert!(
+                    moved > 0.3 * ideal,
+                    "{scheme} {what}: moved {moved:.4}, too few"
+                );
+            }
             // Bounded load's `locate` ignores loads, so it is the plain ring here.
             if minimal && what == "-1" {
                 assert_eq!(needless, 0, "{scheme}: keys of surviving nodes moved");
