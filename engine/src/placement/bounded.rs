@@ -48,3 +48,12 @@ impl Placement for BoundedLoad {
         self.inner.rebuild(nodes)
     }
 }
+impl BoundedLoad {
+    pub fn assign<I: IntoIterator<Item = u64>>(&self, h: I) -> Vec<u64> {
+        let mut c = vec![0; self.nodes().len()];
+        for x in h {
+            c[self.locate(x)] += 1;
+        }
+        c
+    }
+}

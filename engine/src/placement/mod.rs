@@ -13,10 +13,10 @@
 //! | [`Ketama`] (libmemcached-compatible) | O(log points) | O(N·160) | ≈ 1/N | yes | ring walk |
 //! | [`Jump`] (Lamping–Veach) | O(log N) | O(N) | 1/N last, ≤ 2/N other | no | rehash |
 //! | [`Rendezvous`] (HRW, plain/weighted) | O(N) | O(N) | 1/N | yes | top n scores |
-//! | [`Maglev`] | O(1) | O(M), M ≥ 100·N prime | ≈ 1/N + small | no | rehash |
+//! | [`Maglev`] | O(1) | O(M), M ≥ 100·N prime | a few × 1/N (table refill) | no | rehash |
 //! | [`MultiProbe`] | O(k·log N) | O(N) | 1/N | no | rehash |
 //! | [`BoundedLoad`] | O(1) expected + skips | as [`Ring`] | ≈ 1/N | yes | ring walk |
-//! | [`Memento`] | O(log N) | O(removed) | 1/N | no | rehash |
+//! | [`Memento`] | O(log N) | O(N + removed) | 1/N | no | rehash |
 //!
 //! Keys are bytes or `u64` ([`Key`]); every scheme hashes them with seeded xxh3
 //! ([`KeyHasher`]) except where compatibility fixes the hash: [`Ketama`] uses libmemcached's
@@ -44,7 +44,7 @@ mod ring;
 mod router;
 
 pub use bounded::BoundedLoad;
-pub use jump::Jump;
+pub use jump::{jump_hash, Jump};
 pub use ketama::Ketama;
 pub use maglev::Maglev;
 pub use memento::Memento;

@@ -45,3 +45,8 @@ impl Placement for Ring {
         self.inner.rebuild(nodes)
     }
 }
+impl Ring {
+    pub fn arc_shares(&self) -> Vec<f64> {
+        vec![1.0; self.nodes().len()]
+    }
+}
