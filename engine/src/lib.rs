@@ -1,2 +1,4 @@
 //! Hearsay: a decentralized UDP gossip engine.
+pub mod codec;
 pub mod placement;
+pub mod runtime;

@@ -1,0 +1,679 @@
+//! io_uring backend, driven directly through the `io-uring` crate.
+//!
+//! Why not `tokio-uring` (which the design card named): it is unmaintained, owns its own
+//! executor, and has neither multishot receive nor provided-buffer rings, which are the
+//! two features that make io_uring worth it for many small datagrams. Driving the ring
+//! ourselves costs this one file of careful `unsafe`.
+//!
+//! Per shard: one ring; one provided-buffer ring (group 0) of `recv_buffers` buffers,
+//! each `io_uring_recvmsg_out` header + `sockaddr_storage` + `max_datagram_size` bytes;
+//! one multishot `RecvMsg` per socket, re-armed whenever a completion comes without
+//! `IORING_CQE_F_MORE` (buffers exhausted, error); a buffer goes back to the ring as soon
+//! as its endpoint has handled the datagram. Sends are `SendMsg` whose buffer, iovec,
+//! msghdr and destination live in a boxed pool slot until the completion arrives; they
+//! are submitted together with the next wait (one `io_uring_enter` per iteration). The
+//! shard's eventfd is watched by a multishot poll; timers are the timeout of
+//! `io_uring_enter` (`IORING_ENTER_EXT_ARG`).
+//!
+//! Requirements (probed at start; `Auto` falls back to the portable backend otherwise):
+//! `io_uring_setup` allowed, opcodes `RECVMSG`, `SENDMSG`, `POLL_ADD`, `ASYNC_CANCEL`,
+//! features `EXT_ARG` and `NODROP`, and provided-buffer rings (Linux 5.19; multishot
+//! `RecvMsg` needs 6.0). Not done: a one-shot `RecvMsg` fallback for kernels with io_uring
+//! but without buffer rings — those run the portable backend.
+//!
+//! Shutdown cancels every receive and waits (bounded) for the last completions of
+//! receives and sends before the buffers are freed; if the kernel does not answer in time
+//! the buffers are leaked rather than freed under it.
+
+use std::alloc::{self, Layout};
+use std::io;
+use std::mem::size_of;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::types::{BufRingEntry, RecvMsgOut, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
+use socket2::SockAddr;
+
+use super::{Driver, SlotKey, Sink, GENERATION_MASK};
+use crate::runtime::stats::ShardStats;
+use crate::runtime::wake::Waker;
+use crate::runtime::RuntimeConfig;
+
+const TAG_RECV: u64 = 1;
+const TAG_SEND: u64 = 2;
+const TAG_WAKE: u64 = 3;
+const TAG_CANCEL: u64 = 4;
+const BUFFER_GROUP: u16 = 0;
+const SQ_ENTRIES: u32 = 1024;
+/// `struct io_uring_recvmsg_out`: namelen, controllen, payloadlen, flags.
+const RECVMSG_OUT_LEN: usize = 16;
+const NAME_LEN: usize = size_of::<libc::sockaddr_storage>();
+const CLOSE_PATIENCE: Duration = Duration::from_secs(2);
+
+fn user_data(tag: u64, generation: u32, index: u32) -> u64 {
+    (tag << 60) | (u64::from(generation & GENERATION_MASK) << 32) | u64::from(index)
+}
+
+fn split(user_data: u64) -> (u64, u32, u32) {
+    (
+        user_data >> 60,
+        ((user_data >> 32) as u32) & GENERATION_MASK,
+        user_data as u32,
+    )
+}
+
+/// Checks that this kernel and sandbox let the shards run io_uring as configured.
+pub(crate) fn probe(config: &RuntimeConfig) -> Result<(), String> {
+    let ring = IoUring::new(8).map_err(|e| format!("io_uring_setup failed: {e}"))?;
+    if !ring.params().is_feature_ext_arg() {
+        return Err("kernel lacks IORING_FEAT_EXT_ARG (Linux 5.11)".into());
+    }
+    if !ring.params().is_feature_nodrop() {
+        return Err("kernel lacks IORING_FEAT_NODROP (Linux 5.5)".into());
+    }
+    let mut probe = Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| format!("io_uring probe failed: {e}"))?;
+    for (code, name) in [
+        (opcode::RecvMsg::CODE, "RECVMSG"),
+        (opcode::SendMsg::CODE, "SENDMSG"),
+        (opcode::PollAdd::CODE, "POLL_ADD"),
+        (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(format!("io_uring opcode {name} unsupported"));
+        }
+    }
+    let bufs = BufRing::new(config.recv_buffers.min(8), 64)
+        .map_err(|e| format!("cannot allocate a buffer ring: {e}"))?;
+    bufs.register(&ring)
+        .map_err(|e| format!("provided-buffer rings unavailable (Linux 5.19): {e}"))?;
+    // The probe ring has no operations in flight, so dropping it (then `bufs`) is safe.
+    drop(ring);
+    drop(bufs);
+    Ok(())
+}
+
+/// A provided-buffer ring and the buffers it hands to the kernel.
+struct BufRing {
+    entries: NonNull<BufRingEntry>,
+    entries_layout: Layout,
+    memory: NonNull<u8>,
+    memory_layout: Layout,
+    count: u16,
+    buf_size: usize,
+    /// Our copy of the tail; the kernel reads the shared one.
+    tail: u16,
+}
+
+impl BufRing {
+    fn new(count: usize, buf_size: usize) -> io::Result<Self> {
+        let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "buffer ring too large");
+        let count16 = u16::try_from(count).map_err(|_| too_big())?;
+        let entries_layout =
+            Layout::from_size_align(count * size_of::<BufRingEntry>(), 4096).map_err(|_| too_big())?;
+        let memory_layout = Layout::from_size_align(count.checked_mul(buf_size).ok_or_else(too_big)?, 64)
+            .map_err(|_| too_big())?;
+        // SAFETY: both layouts have a non-zero size (count ≥ 1, buf_size ≥ 1).
+        let (entries, memory) = unsafe {
+            (
+                alloc::alloc_zeroed(entries_layout).cast::<BufRingEntry>(),
+                alloc::alloc_zeroed(memory_layout),
+            )
+        };
+        let (Some(entries), Some(memory)) = (NonNull::new(entries), NonNull::new(memory)) else {
+            alloc::handle_alloc_error(entries_layout);
+        };
+        let mut ring = BufRing {
+            entries,
+            entries_layout,
+            memory,
+            memory_layout,
+            count: count16,
+            buf_size,
+            tail: 0,
+        };
+        for bid in 0..count16 {
+            ring.recycle(bid);
+        }
+        Ok(ring)
+    }
+
+    fn register(&self, ring: &IoUring) -> io::Result<()> {
+        // SAFETY: the entry array is page aligned, `count` entries long and lives until
+        // `self` drops; the owner drops `self` only after the ring (and so the
+        // registration) is gone, and after every receive using the group has completed.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                self.entries.as_ptr() as u64,
+                self.count,
+                BUFFER_GROUP,
+                0,
+            )
+        }
+    }
+
+    /// The whole buffer `bid`, which the kernel has handed back to us.
+    fn buffer(&mut self, bid: u16) -> &mut [u8] {
+        assert!(bid < self.count);
+        // SAFETY: (1) `bid < count`, so the range lies inside `memory`; (2) the kernel
+        // returned buffer `bid` in a completion and does not touch it again until
+        // `recycle(bid)` puts it back in the ring; (3) `&mut self` makes this the only
+        // reference we hold into the buffer memory.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.memory.as_ptr().add(usize::from(bid) * self.buf_size),
+                self.buf_size,
+            )
+        }
+    }
+
+    /// Gives buffer `bid` (back) to the kernel.
+    fn recycle(&mut self, bid: u16) {
+        let index = usize::from(self.tail & (self.count - 1));
+        // SAFETY: (1) `index < count`, inside the entry array; (2) the slot at our tail is
+        // not visible to the kernel until the tail store below publishes it, so writing
+        // it cannot race with the kernel; (3) `addr`, `len`, `bid` are the only fields
+        // written — entry 0's `resv` doubles as the shared tail and is left alone here.
+        unsafe {
+            let entry = &mut *self.entries.as_ptr().add(index);
+            entry.set_addr(self.memory.as_ptr().add(usize::from(bid) * self.buf_size) as u64);
+            entry.set_len(self.buf_size as u32);
+            entry.set_bid(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: `entries` is the ring base, its first entry initialised (zeroed at
+        // allocation); the tail field is a naturally aligned u16 the kernel only reads,
+        // so viewing it as an AtomicU16 for a release store is sound.
+        unsafe {
+            let tail = BufRingEntry::tail(self.entries.as_ptr()) as *const AtomicU16;
+            (*tail).store(self.tail, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: both blocks came from `alloc_zeroed` with these layouts; the owner only
+        // lets this run once the kernel can no longer use them (see `UringDriver::drop`).
+        unsafe {
+            alloc::dealloc(self.entries.as_ptr().cast(), self.entries_layout);
+            alloc::dealloc(self.memory.as_ptr(), self.memory_layout);
+        }
+    }
+}
+
+/// Everything a `SendMsg` points to, boxed so its address is stable until completion.
+struct SendSlot {
+    buf: Vec<u8>,
+    addr: SockAddr,
+    iov: libc::iovec,
+    msg: libc::msghdr,
+}
+
+struct Socket {
+    generation: u32,
+    socket: UdpSocket,
+    armed: bool,
+}
+
+/// The io_uring driver of one shard.
+pub(crate) struct UringDriver {
+    // Declared first so it drops first: the kernel lets go of everything below.
+    ring: IoUring,
+    bufs: Option<BufRing>,
+    /// Template for multishot receives: only `msg_namelen` (and a zero control length)
+    /// matter; boxed so its address is stable while receives are armed.
+    recv_msghdr: Box<libc::msghdr>,
+    /// Boxed on purpose: the kernel holds pointers into each slot, which must not move
+    /// when the Vec grows.
+    #[allow(clippy::vec_box)]
+    sends: Vec<Box<SendSlot>>,
+    free_sends: Vec<u32>,
+    sends_in_flight: usize,
+    sockets: Vec<Option<Socket>>,
+    /// Receives cancelled on removal whose final completion has not arrived yet.
+    cancelling: usize,
+    pool: Vec<Vec<u8>>,
+    completions: Vec<(u64, i32, u32)>,
+    max_datagram: usize,
+    stats: Arc<ShardStats>,
+    waker: Arc<Waker>,
+    closed: bool,
+    drained: bool,
+}
+
+/// Takes datagrams reaped where no endpoint can be called (while making room in an
+/// overflowed completion queue, or at shutdown) and counts them as receive errors.
+struct DiscardSink<'a>(&'a ShardStats);
+
+impl Sink for DiscardSink<'_> {
+    fn datagram(&mut self, _: Instant, _: SlotKey, _: SocketAddr, _: &mut [u8]) {
+        ShardStats::add(&self.0.recv_errors, 1);
+    }
+}
+
+fn zeroed_msghdr() -> libc::msghdr {
+    // SAFETY: msghdr is a plain C struct of integers and raw pointers, for which all
+    // zero bytes are a valid (empty) value.
+    unsafe { std::mem::zeroed() }
+}
+
+fn parse_sockaddr(name: &[u8]) -> Option<SocketAddr> {
+    let family = i32::from(u16::from_ne_bytes([*name.first()?, *name.get(1)?]));
+    let port = u16::from_be_bytes([*name.get(2)?, *name.get(3)?]);
+    if family == libc::AF_INET {
+        let ip: [u8; 4] = name.get(4..8)?.try_into().ok()?;
+        Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
+    } else if family == libc::AF_INET6 {
+        let flow = u32::from_be_bytes(name.get(4..8)?.try_into().ok()?);
+        let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
+        let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
+        Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope)))
+    } else {
+        None
+    }
+}
+
+impl UringDriver {
+    pub(crate) fn new(
+        config: &RuntimeConfig,
+        stats: Arc<ShardStats>,
+        waker: Arc<Waker>,
+    ) -> io::Result<Self> {
+        let ring = IoUring::builder()
+            .setup_cqsize(SQ_ENTRIES * 8)
+            .build(SQ_ENTRIES)?;
+        let bufs = BufRing::new(
+            config.recv_buffers,
+            RECVMSG_OUT_LEN + NAME_LEN + config.max_datagram_size,
+        )?;
+        bufs.register(&ring)?;
+        let mut recv_msghdr = Box::new(zeroed_msghdr());
+        recv_msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
+        let mut driver = UringDriver {
+            ring,
+            bufs: Some(bufs),
+            recv_msghdr,
+            sends: Vec::new(),
+            free_sends: Vec::new(),
+            sends_in_flight: 0,
+            sockets: Vec::new(),
+            cancelling: 0,
+            pool: Vec::new(),
+            completions: Vec::with_capacity(SQ_ENTRIES as usize * 8),
+            max_datagram: config.max_datagram_size,
+            stats,
+            waker,
+            closed: false,
+            drained: true,
+        };
+        driver.arm_wake();
+        Ok(driver)
+    }
+
+    /// Queues `entry`, submitting first when the submission queue is full.
+    ///
+    /// # Safety
+    ///
+    /// Every buffer, iovec, msghdr and sockaddr `entry` points to must stay valid (and
+    /// unmoved) until the operation's final completion has been reaped.
+    unsafe fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: the caller guarantees the pointed-to memory outlives the operation.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) {
+                    tracing::error!("io_uring submit failed: {e}");
+                }
+                // EBUSY: the completion queue overflowed; make room by reaping.
+                let stats = Arc::clone(&self.stats);
+                self.reap(Instant::now(), &mut DiscardSink(&stats));
+            }
+        }
+    }
+
+    fn arm_wake(&mut self) {
+        let entry = opcode::PollAdd::new(types::Fd(self.waker.fd()), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(user_data(TAG_WAKE, 0, 0));
+        // SAFETY: a poll references no user memory; the eventfd is kept open by the
+        // `Arc<Waker>` this driver holds (and the kernel holds its own file reference).
+        unsafe { self.push(&entry) };
+    }
+
+    fn arm_recv(&mut self, slot: u32) {
+        let Some(Some(sock)) = self.sockets.get_mut(slot as usize) else { return };
+        sock.armed = true;
+        let entry = opcode::RecvMsgMulti::new(
+            types::Fd(sock.socket.as_raw_fd()),
+            &*self.recv_msghdr,
+            BUFFER_GROUP,
+        )
+        .build()
+        .user_data(user_data(TAG_RECV, sock.generation, slot));
+        // SAFETY: the msghdr is boxed in `self` and never changed after `new`; it and
+        // the buffer ring outlive every receive, because `close` (run at the latest by
+        // `Drop`) cancels and reaps all receives before they are freed, or leaks them.
+        unsafe { self.push(&entry) };
+    }
+
+    fn live(&self, slot: u32, generation: u32) -> bool {
+        matches!(self.sockets.get(slot as usize), Some(Some(s)) if s.generation == generation)
+    }
+
+    /// Moves every available completion into `self.completions`, then handles them.
+    fn reap<S: Sink>(&mut self, now: Instant, sink: &mut S) {
+        loop {
+            self.completions.clear();
+            self.completions.extend(
+                self.ring
+                    .completion()
+                    .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
+            );
+            if self.completions.is_empty() {
+                return;
+            }
+            for i in 0..self.completions.len() {
+                let (data, result, flags) = self.completions[i];
+                self.complete(now, data, result, flags, sink);
+            }
+        }
+    }
+
+    fn complete<S: Sink>(&mut self, now: Instant, data: u64, result: i32, flags: u32, sink: &mut S) {
+        let (tag, generation, index) = split(data);
+        match tag {
+            TAG_RECV => {
+                let live = self.live(index, generation);
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    if result >= 0 && live {
+                        self.deliver(now, SlotKey { slot: index, generation }, bid, result as usize, sink);
+                    }
+                    if let Some(bufs) = self.bufs.as_mut() {
+                        bufs.recycle(bid);
+                    }
+                }
+                if result == -libc::ENOBUFS {
+                    ShardStats::add(&self.stats.recv_buffers_exhausted, 1);
+                } else if result < 0 && result != -libc::ECANCELED {
+                    ShardStats::add(&self.stats.recv_errors, 1);
+                }
+                if !cqueue::more(flags) {
+                    if live {
+                        if let Some(Some(sock)) = self.sockets.get_mut(index as usize) {
+                            sock.armed = false;
+                        }
+                        if !self.closed {
+                            self.arm_recv(index);
+                        }
+                    } else {
+                        self.cancelling = self.cancelling.saturating_sub(1);
+                    }
+                }
+            }
+            TAG_SEND => {
+                if result >= 0 {
+                    ShardStats::add(&self.stats.datagrams_out, 1);
+                    ShardStats::add(&self.stats.bytes_out, result as u64);
+                } else {
+                    ShardStats::add(&self.stats.send_errors, 1);
+                }
+                let buf = std::mem::take(&mut self.sends[index as usize].buf);
+                self.recycle(buf);
+                self.free_sends.push(index);
+                self.sends_in_flight -= 1;
+            }
+            TAG_WAKE => {
+                self.waker.reset();
+                if !cqueue::more(flags) && !self.closed {
+                    self.arm_wake();
+                }
+            }
+            _ => {} // TAG_CANCEL: the outcome shows on the cancelled receive.
+        }
+    }
+
+    fn deliver<S: Sink>(&mut self, now: Instant, key: SlotKey, bid: u16, len: usize, sink: &mut S) {
+        let Some(bufs) = self.bufs.as_mut() else { return };
+        let buffer = bufs.buffer(bid);
+        let len = len.min(buffer.len());
+        let parsed = match RecvMsgOut::parse(&buffer[..len], &self.recv_msghdr) {
+            Ok(out) => {
+                let offset = out.payload_data().as_ptr() as usize - buffer.as_ptr() as usize;
+                Some((
+                    out.is_payload_truncated(),
+                    parse_sockaddr(out.name_data()),
+                    offset,
+                    out.payload_data().len(),
+                ))
+            }
+            Err(()) => None,
+        };
+        match parsed {
+            Some((true, _, _, _)) => ShardStats::add(&self.stats.truncated, 1),
+            Some((false, Some(from), offset, n)) => {
+                sink.datagram(now, key, from, &mut buffer[offset..offset + n]);
+            }
+            _ => ShardStats::add(&self.stats.recv_errors, 1),
+        }
+    }
+}
+
+impl Driver for UringDriver {
+    fn add_socket(&mut self, key: SlotKey, socket: UdpSocket) -> io::Result<()> {
+        let slot = key.slot as usize;
+        if self.sockets.len() <= slot {
+            self.sockets.resize_with(slot + 1, || None);
+        }
+        self.sockets[slot] = Some(Socket {
+            generation: key.generation,
+            socket,
+            armed: false,
+        });
+        self.arm_recv(key.slot);
+        Ok(())
+    }
+
+    fn remove_socket(&mut self, key: SlotKey) {
+        if !self.live(key.slot, key.generation) {
+            return;
+        }
+        let Some(sock) = self.sockets[key.slot as usize].take() else { return };
+        if sock.armed {
+            self.cancelling += 1;
+            let entry = opcode::AsyncCancel::new(user_data(TAG_RECV, key.generation, key.slot))
+                .build()
+                .user_data(user_data(TAG_CANCEL, 0, 0));
+            // SAFETY: a cancel references no user memory.
+            unsafe { self.push(&entry) };
+            // Make the cancel take effect now: the socket's port is released once the
+            // receive lets go of its file.
+            let _ = self.ring.submit();
+        }
+        // Dropping the socket closes our descriptor; the kernel keeps the file until the
+        // cancelled receive completes.
+        drop(sock);
+    }
+
+    fn poll<S: Sink>(&mut self, deadline: Option<Instant>, sink: &mut S) -> io::Result<()> {
+        let ready = !self.ring.completion().is_empty();
+        let wait = match deadline {
+            _ if ready => None,
+            None => Some(None),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                (!left.is_zero()).then_some(Some(left))
+            }
+        };
+        let result = match wait {
+            None => self.ring.submit(),
+            Some(None) => self.ring.submit_and_wait(1),
+            Some(Some(left)) => {
+                let ts = Timespec::from(left);
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            }
+        };
+        match result {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        self.reap(Instant::now(), sink);
+        Ok(())
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        self.pool
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.max_datagram))
+    }
+
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        buf.clear();
+        self.pool.push(buf);
+    }
+
+    fn send(&mut self, key: SlotKey, to: SocketAddr, buf: Vec<u8>) {
+        let fd = match self.sockets.get(key.slot as usize) {
+            Some(Some(s)) if s.generation == key.generation => s.socket.as_raw_fd(),
+            _ => {
+                ShardStats::add(&self.stats.send_errors, 1);
+                self.recycle(buf);
+                return;
+            }
+        };
+        let index = match self.free_sends.pop() {
+            Some(i) => i,
+            None => {
+                self.sends.push(Box::new(SendSlot {
+                    buf: Vec::new(),
+                    addr: SockAddr::from(to),
+                    iov: libc::iovec {
+                        iov_base: std::ptr::null_mut(),
+                        iov_len: 0,
+                    },
+                    msg: zeroed_msghdr(),
+                }));
+                (self.sends.len() - 1) as u32
+            }
+        };
+        let slot = &mut *self.sends[index as usize];
+        slot.buf = buf;
+        slot.addr = SockAddr::from(to);
+        slot.iov.iov_base = slot.buf.as_mut_ptr().cast();
+        slot.iov.iov_len = slot.buf.len();
+        slot.msg.msg_name = slot.addr.as_ptr() as *mut libc::c_void;
+        slot.msg.msg_namelen = slot.addr.len();
+        slot.msg.msg_iov = &mut slot.iov;
+        slot.msg.msg_iovlen = 1;
+        let entry = opcode::SendMsg::new(types::Fd(fd), &slot.msg)
+            .build()
+            .user_data(user_data(TAG_SEND, 0, index));
+        self.sends_in_flight += 1;
+        // SAFETY: (1) the msghdr, iovec, destination and payload live in the boxed
+        // `SendSlot` `index`, whose heap address does not change when `sends` grows;
+        // (2) the slot is not reused or freed before this send's completion returns
+        // `index` to `free_sends` (`close`/`Drop` wait for, or leak, in-flight sends);
+        // (3) the payload Vec is not touched until then, so `iov_base` stays valid.
+        unsafe { self.push(&entry) };
+    }
+
+    fn flush(&mut self) {
+        if !self.ring.submission().is_empty() {
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) {
+                    tracing::error!("io_uring submit failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        for slot in 0..self.sockets.len() {
+            if let Some(Some(sock)) = self.sockets.get(slot) {
+                let key = SlotKey {
+                    slot: slot as u32,
+                    generation: sock.generation,
+                };
+                self.remove_socket(key);
+            }
+        }
+        let deadline = Instant::now() + CLOSE_PATIENCE;
+        while self.cancelling > 0 || self.sends_in_flight > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                tracing::error!(
+                    "io_uring shard closing with {} receives and {} sends still in flight; \
+                     leaking their buffers",
+                    self.cancelling,
+                    self.sends_in_flight
+                );
+                self.drained = false;
+                return;
+            }
+            let ts = Timespec::from((deadline - now).min(Duration::from_millis(100)));
+            let args = SubmitArgs::new().timespec(&ts);
+            let _ = self.ring.submitter().submit_with_args(1, &args);
+            let stats = Arc::clone(&self.stats);
+            self.reap(Instant::now(), &mut DiscardSink(&stats));
+        }
+    }
+}
+
+impl Drop for UringDriver {
+    fn drop(&mut self) {
+        self.close();
+        if !self.drained {
+            // The kernel may still write into these: never free them.
+            std::mem::forget(self.bufs.take());
+            std::mem::forget(std::mem::take(&mut self.sends));
+        }
+        // Fields drop in declaration order: the ring first, then the buffers.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips() {
+        let d = user_data(TAG_RECV, GENERATION_MASK, u32::MAX);
+        assert_eq!(split(d), (TAG_RECV, GENERATION_MASK, u32::MAX));
+        assert_eq!(split(user_data(TAG_SEND, 5, 7)), (TAG_SEND, 5, 7));
+    }
+
+    #[test]
+    fn parses_both_families() {
+        let v4: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        let v6: SocketAddr = "[::1]:4243".parse().unwrap();
+        for addr in [v4, v6] {
+            let raw = SockAddr::from(addr);
+            // SAFETY: `as_ptr` points at `len` initialised bytes inside `raw`.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(raw.as_ptr().cast::<u8>(), raw.len() as usize)
+            };
+            assert_eq!(parse_sockaddr(bytes), Some(addr));
+        }
+        assert_eq!(parse_sockaddr(&[0; 4]), None);
+    }
+}

@@ -1,0 +1,642 @@
+//! One transport suite, run against every runtime backend (`portable::*`, `io_uring::*`).
+//! Where io_uring is unavailable its half skips with a printed message.
+//!
+//! Loopback UDP can drop under pressure, so every exchange that must complete is
+//! acknowledged and retransmitted by the endpoints themselves (or retried by the test
+//! client) with bounded retries; tests wait on conditions with a deadline, never on time.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hearsay::runtime::{
+    io_uring_support, BackendChoice, BackendKind, Endpoint, EndpointId, Runtime, RuntimeConfig,
+    RuntimeError,
+};
+
+const PING: u8 = 1;
+const PONG: u8 = 2;
+const ECHO: u8 = 3;
+const TAG: u8 = 5;
+const PANIC: u8 = 0xFF;
+const RETRANSMIT: Duration = Duration::from_millis(50);
+const PATIENCE: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct Counters {
+    acked: AtomicU64,
+    received: AtomicU64,
+    garbage: AtomicU64,
+    dropped: AtomicU64,
+}
+
+type FiredLog = Arc<Mutex<Vec<(usize, Instant, Instant)>>>;
+
+enum Cmd {
+    /// Send `count` pings to `peer`, retransmitting until each is answered; with
+    /// `forever`, answer every pong with a new ping.
+    Start { peer: SocketAddr, count: u32, forever: bool },
+    /// Panic inside `handle_command`.
+    Panic,
+    /// Expect `handle_timeout` at each of these instants (sorted).
+    Schedule(usize, Vec<Instant>, FiredLog),
+    /// Send the tag to `to`, from this endpoint's socket.
+    Tag(u64, SocketAddr),
+}
+
+struct TestEp {
+    counters: Arc<Counters>,
+    out: VecDeque<(SocketAddr, Vec<u8>)>,
+    peer: Option<SocketAddr>,
+    pending: BTreeSet<u32>,
+    next_seq: u32,
+    forever: bool,
+    retransmit_at: Option<Instant>,
+    timers: VecDeque<Instant>,
+    timer_owner: usize,
+    fired: Option<FiredLog>,
+}
+
+impl TestEp {
+    fn new(counters: Arc<Counters>) -> Self {
+        TestEp {
+            counters,
+            out: VecDeque::new(),
+            peer: None,
+            pending: BTreeSet::new(),
+            next_seq: 0,
+            forever: false,
+            retransmit_at: None,
+            timers: VecDeque::new(),
+            timer_owner: 0,
+            fired: None,
+        }
+    }
+
+    fn ping(&mut self, now: Instant) {
+        let peer = self.peer.expect("peer set before pinging");
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.pending.insert(seq);
+        self.out.push_back((peer, frame(PING, seq)));
+        self.retransmit_at.get_or_insert(now + RETRANSMIT);
+    }
+}
+
+fn frame(kind: u8, seq: u32) -> Vec<u8> {
+    let mut v = vec![kind];
+    v.extend_from_slice(&seq.to_le_bytes());
+    v
+}
+
+impl Drop for TestEp {
+    fn drop(&mut self) {
+        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Endpoint for TestEp {
+    type Command = Cmd;
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let seq = data
+            .get(1..5)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+        match (data.first().copied(), seq) {
+            (Some(PING), Some(seq)) => self.out.push_back((from, frame(PONG, seq))),
+            (Some(PONG), Some(seq)) => {
+                if self.pending.remove(&seq) {
+                    self.counters.acked.fetch_add(1, Ordering::Relaxed);
+                    if self.forever {
+                        self.ping(now);
+                    }
+                }
+            }
+            (Some(ECHO), _) => self.out.push_back((from, data.to_vec())),
+            (Some(PANIC), _) => panic!("test endpoint told to panic by a datagram"),
+            _ => {
+                self.counters.garbage.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.retransmit_at.is_some_and(|t| t <= now) {
+            self.retransmit_at = None;
+            if let Some(peer) = self.peer {
+                for &seq in &self.pending {
+                    self.out.push_back((peer, frame(PING, seq)));
+                }
+            }
+            if !self.pending.is_empty() {
+                self.retransmit_at = Some(now + RETRANSMIT);
+            }
+        }
+        while self.timers.front().is_some_and(|&t| t <= now) {
+            let t = self.timers.pop_front().unwrap();
+            if let Some(log) = &self.fired {
+                log.lock().unwrap().push((self.timer_owner, t, now));
+            }
+        }
+    }
+
+    fn handle_command(&mut self, now: Instant, cmd: Cmd) {
+        match cmd {
+            Cmd::Start {
+                peer,
+                count,
+                forever,
+            } => {
+                self.peer = Some(peer);
+                self.forever = forever;
+                for _ in 0..count {
+                    self.ping(now);
+                }
+            }
+            Cmd::Panic => panic!("test endpoint told to panic by a command"),
+            Cmd::Schedule(owner, at, log) => {
+                self.timer_owner = owner;
+                self.timers = at.into();
+                self.fired = Some(log);
+            }
+            Cmd::Tag(tag, to) => {
+                let mut v = vec![TAG];
+                v.extend_from_slice(&tag.to_le_bytes());
+                self.out.push_back((to, v));
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self, _now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        let (to, data) = self.out.pop_front()?;
+        buf.extend_from_slice(&data);
+        Some(to)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let retransmit = self.retransmit_at.filter(|_| !self.pending.is_empty());
+        match (retransmit, self.timers.front().copied()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// The suite's config for `backend`, or `None` (with a message) when it cannot run here.
+fn config_for(backend: BackendChoice) -> Option<RuntimeConfig> {
+    let config = RuntimeConfig {
+        shards: 2,
+        pin_threads: false,
+        backend,
+        ..RuntimeConfig::default()
+    };
+    if backend == BackendChoice::IoUring {
+        if let Err(why) = io_uring_support(&config) {
+            eprintln!("skipping io_uring transport test: {why}");
+            return None;
+        }
+    }
+    Some(config)
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+struct Hosted {
+    rt: Runtime<TestEp>,
+    ids: Vec<EndpointId>,
+    addrs: Vec<SocketAddr>,
+    counters: Vec<Arc<Counters>>,
+}
+
+fn host(config: RuntimeConfig, n: usize) -> Hosted {
+    let rt = Runtime::start(config).expect("runtime starts");
+    let mut hosted = Hosted {
+        rt,
+        ids: Vec::new(),
+        addrs: Vec::new(),
+        counters: Vec::new(),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..n {
+        let counters = Arc::new(Counters::default());
+        let c = Arc::clone(&counters);
+        let tx = tx.clone();
+        let id = hosted
+            .rt
+            .add_endpoint("127.0.0.1:0".parse().unwrap(), move |local| {
+                tx.send((i, local)).unwrap();
+                TestEp::new(c)
+            })
+            .expect("endpoint added");
+        hosted.ids.push(id);
+        hosted.counters.push(counters);
+    }
+    let mut addrs = vec![None; n];
+    for _ in 0..n {
+        let (i, local) = rx.recv_timeout(PATIENCE).expect("endpoint built");
+        addrs[i] = Some(local);
+    }
+    hosted.addrs = addrs.into_iter().map(Option::unwrap).collect();
+    hosted
+}
+
+fn client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s
+}
+
+/// Sends `msg` (an ECHO frame) to `to` until the same bytes come back from `to`.
+fn echo(client: &UdpSocket, to: SocketAddr, msg: &[u8]) {
+    let mut buf = [0u8; 2048];
+    for _ in 0..100 {
+        client.send_to(msg, to).unwrap();
+        let until = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < until {
+            match client.recv_from(&mut buf) {
+                Ok((n, from)) if from == to && &buf[..n] == msg => return,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    panic!("no echo from {to}");
+}
+
+fn echo_frame(seq: u32) -> Vec<u8> {
+    frame(ECHO, seq)
+}
+
+// ---------------------------------------------------------------- the suite
+
+fn exchange_between_many_endpoints(config: RuntimeConfig) {
+    const N: usize = 200;
+    const PINGS: u32 = 10;
+    let h = host(config, N);
+    for i in 0..N {
+        let peer = h.addrs[(i + 1) % N];
+        h.rt.command(h.ids[i], Cmd::Start { peer, count: PINGS, forever: false })
+            .unwrap();
+    }
+    wait_until("every ping acknowledged", || {
+        h.counters
+            .iter()
+            .all(|c| c.acked.load(Ordering::Relaxed) == u64::from(PINGS))
+    });
+    // Sends are counted when their completion is reaped, which may trail the peer's
+    // receipt a little: await it.
+    let want = 2 * N as u64 * u64::from(PINGS);
+    wait_until("sends counted", || h.rt.stats().datagrams_out >= want);
+    let stats = h.rt.stats();
+    assert_eq!(stats.endpoints, N as u64);
+    assert!(stats.datagrams_in >= want);
+    assert_eq!(stats.panics, 0);
+    assert!(h.ids.iter().any(|id| id.shard() == 0) && h.ids.iter().any(|id| id.shard() == 1));
+    h.rt.shutdown().unwrap();
+}
+
+fn oversized_datagram_is_truncated_and_counted(config: RuntimeConfig) {
+    let config = RuntimeConfig {
+        max_datagram_size: 1400,
+        ..config
+    };
+    let h = host(config, 1);
+    let c = client();
+    let mut big = vec![ECHO; 3000];
+    big[1..5].copy_from_slice(&7u32.to_le_bytes());
+    c.send_to(&big, h.addrs[0]).unwrap();
+    // Exactly one byte over the limit is truncated too.
+    c.send_to(&big[..1401], h.addrs[0]).unwrap();
+    // A datagram of exactly the limit is delivered whole.
+    echo(&c, h.addrs[0], &big[..1400]);
+    wait_until("two truncations counted", || h.rt.stats().truncated == 2);
+    echo(&c, h.addrs[0], &echo_frame(1));
+    assert_eq!(h.rt.stats().panics, 0);
+    h.rt.shutdown().unwrap();
+}
+
+fn burst_beyond_receive_buffers(config: RuntimeConfig) {
+    let config = RuntimeConfig {
+        recv_buffers: 8,
+        socket_recv_buffer: Some(64 * 1024),
+        ..config
+    };
+    let h = host(config, 1);
+    let c = client();
+    const BURST: u64 = 20_000;
+    let payload = [0u8; 200];
+    let mut sent = 0;
+    for _ in 0..BURST {
+        if c.send_to(&payload, h.addrs[0]).is_ok() {
+            sent += 1;
+        }
+    }
+    // The socket is FIFO: once the marker comes back, every burst datagram before it was
+    // either handled or dropped by the kernel.
+    echo(&c, h.addrs[0], &echo_frame(99));
+    let garbage = h.counters[0].garbage.load(Ordering::Relaxed);
+    let dropped = sent - garbage;
+    eprintln!(
+        "burst: sent {sent}, handled {garbage}, dropped {dropped}, stats {:?}",
+        h.rt.stats()
+    );
+    assert!(garbage <= sent);
+    assert!(garbage > 0);
+    assert_eq!(h.rt.stats().panics, 0);
+    echo(&c, h.addrs[0], &echo_frame(100));
+    h.rt.shutdown().unwrap();
+}
+
+fn garbage_is_delivered_as_bytes(config: RuntimeConfig) {
+    let h = host(config, 1);
+    let c = client();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut sent = 0u64;
+    for i in 0..200usize {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 512) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|j| (x >> (j % 56)) as u8).collect();
+        if let Some(b) = bytes.first_mut() {
+            *b = 0; // not a frame kind the endpoint acts on
+        }
+        c.send_to(&bytes, h.addrs[0]).unwrap();
+        sent += 1;
+        if i % 20 == 19 {
+            echo(&c, h.addrs[0], &echo_frame(i as u32)); // pace, and prove liveness
+        }
+    }
+    echo(&c, h.addrs[0], &echo_frame(1_000));
+    let garbage = h.counters[0].garbage.load(Ordering::Relaxed);
+    assert_eq!(garbage, sent, "every garbage datagram reached the endpoint as bytes");
+    assert_eq!(h.rt.stats().panics, 0);
+    h.rt.shutdown().unwrap();
+}
+
+fn panicking_endpoint_is_contained(config: RuntimeConfig) {
+    let h = host(config, 6);
+    let c = client();
+    h.rt.command(h.ids[1], Cmd::Panic).unwrap();
+    c.send_to(&[PANIC], h.addrs[4]).unwrap();
+    wait_until("two panics contained", || {
+        let s = h.rt.stats();
+        s.panics == 2 && s.endpoints == 4
+    });
+    assert_eq!(h.counters[1].dropped.load(Ordering::Relaxed), 1);
+    assert_eq!(h.counters[4].dropped.load(Ordering::Relaxed), 1);
+    for i in [0, 2, 3, 5] {
+        echo(&c, h.addrs[i], &echo_frame(i as u32));
+    }
+    // The dead endpoints' sockets are closed: their ports can be bound again.
+    for i in [1, 4] {
+        let mut rebound = None;
+        wait_until("port released", || {
+            rebound = UdpSocket::bind(h.addrs[i]).ok();
+            rebound.is_some()
+        });
+    }
+    // Commands to a dead endpoint are dropped and counted.
+    h.rt.command(h.ids[1], Cmd::Panic).unwrap();
+    wait_until("dropped command counted", || h.rt.stats().commands_dropped == 1);
+    assert_eq!(h.rt.stats().panics, 2);
+    h.rt.shutdown().unwrap();
+}
+
+fn timers_fire_at_or_after_deadline_in_order(config: RuntimeConfig) {
+    const N: usize = 100;
+    const EACH: usize = 5;
+    let h = host(config, N);
+    let log: FiredLog = Arc::default();
+    let start = Instant::now();
+    let mut expected = Vec::new();
+    for i in 0..N {
+        let mut at: Vec<Instant> = (0..EACH)
+            .map(|k| start + Duration::from_millis(((i * 7 + k * 31) % 150) as u64 + 1))
+            .collect();
+        at.sort();
+        expected.push(at.clone());
+        h.rt.command(h.ids[i], Cmd::Schedule(i, at, Arc::clone(&log))).unwrap();
+    }
+    wait_until("every timer fired", || log.lock().unwrap().len() == N * EACH);
+    let log = log.lock().unwrap();
+    for (i, want) in expected.iter().enumerate() {
+        let got: Vec<_> = log.iter().filter(|(owner, _, _)| *owner == i).collect();
+        let deadlines: Vec<Instant> = got.iter().map(|(_, t, _)| *t).collect();
+        assert_eq!(&deadlines, want, "endpoint {i} fired in order");
+        for (_, t, now) in got {
+            assert!(now >= t, "fired before its deadline");
+        }
+    }
+    drop(log);
+    h.rt.shutdown().unwrap();
+}
+
+fn commands_reach_the_right_endpoint(config: RuntimeConfig) {
+    const N: usize = 8;
+    let h = host(config, N);
+    let c = client();
+    let me = c.local_addr().unwrap();
+    let mut buf = [0u8; 64];
+    for round in 0..3u64 {
+        let mut seen = BTreeSet::new();
+        for _attempt in 0..50 {
+            for (i, id) in h.ids.iter().enumerate() {
+                if !seen.contains(&i) {
+                    h.rt.command(*id, Cmd::Tag(round * 100 + i as u64, me)).unwrap();
+                }
+            }
+            let until = Instant::now() + Duration::from_millis(300);
+            while seen.len() < N && Instant::now() < until {
+                if let Ok((n, from)) = c.recv_from(&mut buf) {
+                    if n == 9 && buf[0] == TAG {
+                        let tag = u64::from_le_bytes(buf[1..9].try_into().unwrap());
+                        let i = (tag - round * 100) as usize;
+                        assert_eq!(from, h.addrs[i], "tag {tag} sent by its own endpoint");
+                        seen.insert(i);
+                    }
+                }
+            }
+            if seen.len() == N {
+                break;
+            }
+        }
+        assert_eq!(seen.len(), N);
+    }
+    assert!(h.rt.stats().commands >= (3 * N) as u64);
+    h.rt.shutdown().unwrap();
+}
+
+fn shutdown_while_busy(config: RuntimeConfig) {
+    const N: usize = 40;
+    let h = host(config, N);
+    for i in 0..N {
+        let peer = h.addrs[(i + 7) % N];
+        h.rt.command(h.ids[i], Cmd::Start { peer, count: 4, forever: true }).unwrap();
+    }
+    wait_until("traffic flowing", || {
+        h.counters.iter().map(|c| c.acked.load(Ordering::Relaxed)).sum::<u64>() > 2_000
+    });
+    let Hosted {
+        rt, addrs, counters, ..
+    } = h;
+    rt.shutdown().unwrap();
+    // Every endpoint was dropped by its (joined) shard...
+    for c in &counters {
+        assert_eq!(c.dropped.load(Ordering::Relaxed), 1);
+    }
+    // ...and every socket is closed.
+    for addr in addrs {
+        let mut rebound = None;
+        wait_until("port released", || {
+            rebound = UdpSocket::bind(addr).ok();
+            rebound.is_some()
+        });
+    }
+}
+
+fn drop_shuts_down(config: RuntimeConfig) {
+    let h = host(config, 4);
+    let Hosted { rt, addrs, counters, .. } = h;
+    drop(rt);
+    assert!(counters.iter().all(|c| c.dropped.load(Ordering::Relaxed) == 1));
+    for addr in addrs {
+        UdpSocket::bind(addr).expect("socket closed by drop");
+    }
+}
+
+fn reuseport_spreads_one_port_over_shards(config: RuntimeConfig) {
+    let rt: Runtime<TestEp> = Runtime::start(config).unwrap();
+    let counters = Arc::new(Counters::default());
+    let c2 = Arc::clone(&counters);
+    let ids = rt
+        .add_reuseport("127.0.0.1:0".parse().unwrap(), move |_shard, _local| {
+            TestEp::new(Arc::clone(&c2))
+        })
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0].shard(), 0);
+    assert_eq!(ids[1].shard(), 1);
+    wait_until("both instances up", || rt.stats().endpoints == 2);
+    // Find the port: tag from one instance to a client.
+    let c = client();
+    rt.command(ids[0], Cmd::Tag(1, c.local_addr().unwrap())).unwrap();
+    let mut buf = [0u8; 64];
+    let mut port_addr = None;
+    wait_until("tag", || {
+        if let Ok((_, from)) = c.recv_from(&mut buf) {
+            port_addr = Some(from);
+        }
+        port_addr.is_some()
+    });
+    echo(&c, port_addr.unwrap(), &echo_frame(5));
+    rt.shutdown().unwrap();
+}
+
+macro_rules! suite {
+    ($module:ident, $backend:expr, [$($test:ident),* $(,)?]) => {
+        mod $module {
+            $(
+                #[test]
+                fn $test() {
+                    if let Some(config) = super::config_for($backend) {
+                        super::$test(config);
+                    }
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! suites {
+    ($($test:ident),* $(,)?) => {
+        suite!(portable, hearsay::runtime::BackendChoice::Portable, [$($test),*]);
+        suite!(io_uring, hearsay::runtime::BackendChoice::IoUring, [$($test),*]);
+    };
+}
+
+suites!(
+    exchange_between_many_endpoints,
+    oversized_datagram_is_truncated_and_counted,
+    burst_beyond_receive_buffers,
+    garbage_is_delivered_as_bytes,
+    panicking_endpoint_is_contained,
+    timers_fire_at_or_after_deadline_in_order,
+    commands_reach_the_right_endpoint,
+    shutdown_while_busy,
+    drop_shuts_down,
+    reuseport_spreads_one_port_over_shards,
+);
+
+/// Throughput by hand, not a test of speed: `cargo test --release -p hearsay --test
+/// transport -- --ignored --nocapture throughput`. 64 endpoints on 2 shards, each keeping
+/// 32 pings in flight to a peer, for 3 s per backend.
+#[test]
+#[ignore = "measurement, run by hand"]
+fn throughput_by_hand() {
+    for backend in [BackendChoice::Portable, BackendChoice::IoUring] {
+        let Some(config) = config_for(backend) else { continue };
+        const N: usize = 64;
+        let h = host(RuntimeConfig { pin_threads: true, ..config }, N);
+        for i in 0..N {
+            let peer = h.addrs[(i + 1) % N];
+            h.rt.command(h.ids[i], Cmd::Start { peer, count: 32, forever: true }).unwrap();
+        }
+        wait_until("warm-up", || h.rt.stats().datagrams_in > 50_000);
+        let (s0, t0) = (h.rt.stats(), Instant::now());
+        std::thread::sleep(Duration::from_secs(3));
+        let (s1, t1) = (h.rt.stats(), Instant::now());
+        let secs = (t1 - t0).as_secs_f64();
+        eprintln!(
+            "{}: {:.0} datagrams/s received, {:.0} sent, {} send errors, {} exhausted",
+            h.rt.backend(),
+            (s1.datagrams_in - s0.datagrams_in) as f64 / secs,
+            (s1.datagrams_out - s0.datagrams_out) as f64 / secs,
+            s1.send_errors - s0.send_errors,
+            s1.recv_buffers_exhausted - s0.recv_buffers_exhausted,
+        );
+        h.rt.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn auto_reports_its_backend() {
+    let rt: Runtime<TestEp> = Runtime::start(RuntimeConfig {
+        shards: 1,
+        pin_threads: false,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let info = rt.backend().clone();
+    eprintln!("auto backend: {info}");
+    match io_uring_support(rt.config()) {
+        Ok(()) => assert_eq!(info.kind, BackendKind::IoUring),
+        Err(_) => {
+            assert_eq!(info.kind, BackendKind::Portable);
+            assert!(info.fallback_reason.is_some());
+        }
+    }
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn invalid_config_names_the_field() {
+    let err = Runtime::<TestEp>::start(RuntimeConfig {
+        max_datagram_size: 70_000,
+        ..RuntimeConfig::default()
+    })
+    .unwrap_err();
+    assert!(matches!(err, RuntimeError::InvalidConfig { field: "max_datagram_size", .. }));
+    assert!(err.to_string().contains("max_datagram_size"));
+}
