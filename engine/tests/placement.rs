@@ -117,7 +117,10 @@ fn disruption(a: &dyn Placement, b: &dyn Placement, keys: u64) -> (f64, u64) {
 /// and (N−1)/N for modulo, the baseline.
 #[test]
 fn disruption_on_one_node_change() {
-    const N: u64 = 100;
+    // Not 100: libmemcached's f32 point count gives each of 100 equal ketama servers 156
+    // points but 160 at 99 and 101, so a change at N = 100 moves keys between surviving
+    // servers (engine/tests/fixtures/ketama_equal100.txt); 98 and 99 both give 160.
+    const N: u64 = 98;
     const KEYS: u64 = 200_000;
     let members = nodes(0..N);
     let removed_one: Vec<Node> = members.iter().filter(|n| n.id.0 != 37).cloned().collect();

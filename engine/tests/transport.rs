@@ -37,7 +37,11 @@ type FiredLog = Arc<Mutex<Vec<(usize, Instant, Instant)>>>;
 enum Cmd {
     /// Send `count` pings to `peer`, retransmitting until each is answered; with
     /// `forever`, answer every pong with a new ping.
-    Start { peer: SocketAddr, count: u32, forever: bool },
+    Start {
+        peer: SocketAddr,
+        count: u32,
+        forever: bool,
+    },
     /// Panic inside `handle_command`.
     Panic,
     /// Expect `handle_timeout` at each of these instants (sorted).
@@ -253,7 +257,8 @@ fn host(config: RuntimeConfig, n: usize) -> Hosted {
 
 fn client() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     s
 }
 
@@ -286,8 +291,15 @@ fn exchange_between_many_endpoints(config: RuntimeConfig) {
     let h = host(config, N);
     for i in 0..N {
         let peer = h.addrs[(i + 1) % N];
-        h.rt.command(h.ids[i], Cmd::Start { peer, count: PINGS, forever: false })
-            .unwrap();
+        h.rt.command(
+            h.ids[i],
+            Cmd::Start {
+                peer,
+                count: PINGS,
+                forever: false,
+            },
+        )
+        .unwrap();
     }
     wait_until("every ping acknowledged", || {
         h.counters
@@ -380,7 +392,10 @@ fn garbage_is_delivered_as_bytes(config: RuntimeConfig) {
     }
     echo(&c, h.addrs[0], &echo_frame(1_000));
     let garbage = h.counters[0].garbage.load(Ordering::Relaxed);
-    assert_eq!(garbage, sent, "every garbage datagram reached the endpoint as bytes");
+    assert_eq!(
+        garbage, sent,
+        "every garbage datagram reached the endpoint as bytes"
+    );
     assert_eq!(h.rt.stats().panics, 0);
     h.rt.shutdown().unwrap();
 }
@@ -409,7 +424,9 @@ fn panicking_endpoint_is_contained(config: RuntimeConfig) {
     }
     // Commands to a dead endpoint are dropped and counted.
     h.rt.command(h.ids[1], Cmd::Panic).unwrap();
-    wait_until("dropped command counted", || h.rt.stats().commands_dropped == 1);
+    wait_until("dropped command counted", || {
+        h.rt.stats().commands_dropped == 1
+    });
     assert_eq!(h.rt.stats().panics, 2);
     h.rt.shutdown().unwrap();
 }
@@ -427,9 +444,12 @@ fn timers_fire_at_or_after_deadline_in_order(config: RuntimeConfig) {
             .collect();
         at.sort();
         expected.push(at.clone());
-        h.rt.command(h.ids[i], Cmd::Schedule(i, at, Arc::clone(&log))).unwrap();
+        h.rt.command(h.ids[i], Cmd::Schedule(i, at, Arc::clone(&log)))
+            .unwrap();
     }
-    wait_until("every timer fired", || log.lock().unwrap().len() == N * EACH);
+    wait_until("every timer fired", || {
+        log.lock().unwrap().len() == N * EACH
+    });
     let log = log.lock().unwrap();
     for (i, want) in expected.iter().enumerate() {
         let got: Vec<_> = log.iter().filter(|(owner, _, _)| *owner == i).collect();
@@ -454,7 +474,8 @@ fn commands_reach_the_right_endpoint(config: RuntimeConfig) {
         for _attempt in 0..50 {
             for (i, id) in h.ids.iter().enumerate() {
                 if !seen.contains(&i) {
-                    h.rt.command(*id, Cmd::Tag(round * 100 + i as u64, me)).unwrap();
+                    h.rt.command(*id, Cmd::Tag(round * 100 + i as u64, me))
+                        .unwrap();
                 }
             }
             let until = Instant::now() + Duration::from_millis(300);
@@ -483,13 +504,28 @@ fn shutdown_while_busy(config: RuntimeConfig) {
     let h = host(config, N);
     for i in 0..N {
         let peer = h.addrs[(i + 7) % N];
-        h.rt.command(h.ids[i], Cmd::Start { peer, count: 4, forever: true }).unwrap();
+        h.rt.command(
+            h.ids[i],
+            Cmd::Start {
+                peer,
+                count: 4,
+                forever: true,
+            },
+        )
+        .unwrap();
     }
     wait_until("traffic flowing", || {
-        h.counters.iter().map(|c| c.acked.load(Ordering::Relaxed)).sum::<u64>() > 2_000
+        h.counters
+            .iter()
+            .map(|c| c.acked.load(Ordering::Relaxed))
+            .sum::<u64>()
+            > 2_000
     });
     let Hosted {
-        rt, addrs, counters, ..
+        rt,
+        addrs,
+        counters,
+        ..
     } = h;
     rt.shutdown().unwrap();
     // Every endpoint was dropped by its (joined) shard...
@@ -508,9 +544,16 @@ fn shutdown_while_busy(config: RuntimeConfig) {
 
 fn drop_shuts_down(config: RuntimeConfig) {
     let h = host(config, 4);
-    let Hosted { rt, addrs, counters, .. } = h;
+    let Hosted {
+        rt,
+        addrs,
+        counters,
+        ..
+    } = h;
     drop(rt);
-    assert!(counters.iter().all(|c| c.dropped.load(Ordering::Relaxed) == 1));
+    assert!(counters
+        .iter()
+        .all(|c| c.dropped.load(Ordering::Relaxed) == 1));
     for addr in addrs {
         UdpSocket::bind(addr).expect("socket closed by drop");
     }
@@ -531,7 +574,8 @@ fn reuseport_spreads_one_port_over_shards(config: RuntimeConfig) {
     wait_until("both instances up", || rt.stats().endpoints == 2);
     // Find the port: tag from one instance to a client.
     let c = client();
-    rt.command(ids[0], Cmd::Tag(1, c.local_addr().unwrap())).unwrap();
+    rt.command(ids[0], Cmd::Tag(1, c.local_addr().unwrap()))
+        .unwrap();
     let mut buf = [0u8; 64];
     let mut port_addr = None;
     wait_until("tag", || {
@@ -586,12 +630,28 @@ suites!(
 #[ignore = "measurement, run by hand"]
 fn throughput_by_hand() {
     for backend in [BackendChoice::Portable, BackendChoice::IoUring] {
-        let Some(config) = config_for(backend) else { continue };
+        let Some(config) = config_for(backend) else {
+            continue;
+        };
         const N: usize = 64;
-        let h = host(RuntimeConfig { pin_threads: true, ..config }, N);
+        let h = host(
+            RuntimeConfig {
+                pin_threads: true,
+                ..config
+            },
+            N,
+        );
         for i in 0..N {
             let peer = h.addrs[(i + 1) % N];
-            h.rt.command(h.ids[i], Cmd::Start { peer, count: 32, forever: true }).unwrap();
+            h.rt.command(
+                h.ids[i],
+                Cmd::Start {
+                    peer,
+                    count: 32,
+                    forever: true,
+                },
+            )
+            .unwrap();
         }
         wait_until("warm-up", || h.rt.stats().datagrams_in > 50_000);
         let (s0, t0) = (h.rt.stats(), Instant::now());
@@ -637,6 +697,12 @@ fn invalid_config_names_the_field() {
         ..RuntimeConfig::default()
     })
     .unwrap_err();
-    assert!(matches!(err, RuntimeError::InvalidConfig { field: "max_datagram_size", .. }));
+    assert!(matches!(
+        err,
+        RuntimeError::InvalidConfig {
+            field: "max_datagram_size",
+            ..
+        }
+    ));
     assert!(err.to_string().contains("max_datagram_size"));
 }

@@ -146,7 +146,10 @@ fn allocations_per_10k_datagrams(backend: BackendChoice) -> u64 {
     let start = round_trips.load(Ordering::Relaxed);
     wait_for(&round_trips, start + 5_000); // 10 000 datagrams
     let allocations = ALLOCS.load(Ordering::Relaxed) - before;
-    eprintln!("{backend:?} ({}): {allocations} allocations over 10k datagrams", rt.backend());
+    eprintln!(
+        "{backend:?} ({}): {allocations} allocations over 10k datagrams",
+        rt.backend()
+    );
     rt.shutdown().unwrap();
     allocations
 }
@@ -160,6 +163,9 @@ fn steady_state_ping_pong_does_not_allocate_per_datagram() {
     }
     for backend in backends {
         let allocations = allocations_per_10k_datagrams(backend);
-        assert!(allocations <= 32, "{backend:?}: {allocations} allocations over 10k datagrams");
+        assert!(
+            allocations <= 32,
+            "{backend:?}: {allocations} allocations over 10k datagrams"
+        );
     }
 }

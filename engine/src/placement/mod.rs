@@ -10,7 +10,7 @@
 //! |---|---|---|---|---|---|
 //! | [`Modulo`] | O(1) | O(1) | ≈ (N−1)/N | no | next buckets |
 //! | [`Ring`] (Karger, virtual nodes) | O(1) expected | O(N·points) | ≈ 1/N | yes | ring walk |
-//! | [`Ketama`] (libmemcached-compatible) | O(log points) | O(N·160) | ≈ 1/N | yes | ring walk |
+//! | [`Ketama`] (libmemcached-compatible) | O(1) expected + MD5 | O(N·160) | ≈ 1/N (more where N changes libmemcached's f32 point count) | yes | ring walk |
 //! | [`Jump`] (Lamping–Veach) | O(log N) | O(N) | 1/N last, ≤ 2/N other | no | rehash |
 //! | [`Rendezvous`] (HRW, plain/weighted) | O(N) | O(N) | 1/N | yes | top n scores |
 //! | [`Maglev`] | O(1) | O(M), M ≥ 100·N prime | a few × 1/N (table refill) | no | rehash |

@@ -73,7 +73,10 @@ impl RuntimeConfig {
         if !self.recv_buffers.is_power_of_two() || self.recv_buffers > MAX_RECV_BUFFERS {
             return bad(
                 "recv_buffers",
-                format!("{} is not a power of two in 1..={MAX_RECV_BUFFERS}", self.recv_buffers),
+                format!(
+                    "{} is not a power of two in 1..={MAX_RECV_BUFFERS}",
+                    self.recv_buffers
+                ),
             );
         }
         for (field, value) in [
@@ -109,26 +112,53 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         let base = RuntimeConfig::default();
-        assert_eq!(field_of(RuntimeConfig { shards: 0, ..base.clone() }), "shards");
         assert_eq!(
-            field_of(RuntimeConfig { max_datagram_size: 65_508, ..base.clone() }),
+            field_of(RuntimeConfig {
+                shards: 0,
+                ..base.clone()
+            }),
+            "shards"
+        );
+        assert_eq!(
+            field_of(RuntimeConfig {
+                max_datagram_size: 65_508,
+                ..base.clone()
+            }),
             "max_datagram_size"
         );
         assert_eq!(
-            field_of(RuntimeConfig { max_datagram_size: 0, ..base.clone() }),
+            field_of(RuntimeConfig {
+                max_datagram_size: 0,
+                ..base.clone()
+            }),
             "max_datagram_size"
         );
-        assert_eq!(field_of(RuntimeConfig { recv_buffers: 1000, ..base.clone() }), "recv_buffers");
         assert_eq!(
-            field_of(RuntimeConfig { recv_buffers: 65_536, ..base.clone() }),
+            field_of(RuntimeConfig {
+                recv_buffers: 1000,
+                ..base.clone()
+            }),
             "recv_buffers"
         );
         assert_eq!(
-            field_of(RuntimeConfig { socket_recv_buffer: Some(0), ..base.clone() }),
+            field_of(RuntimeConfig {
+                recv_buffers: 65_536,
+                ..base.clone()
+            }),
+            "recv_buffers"
+        );
+        assert_eq!(
+            field_of(RuntimeConfig {
+                socket_recv_buffer: Some(0),
+                ..base.clone()
+            }),
             "socket_recv_buffer"
         );
         assert_eq!(
-            field_of(RuntimeConfig { socket_send_buffer: Some(usize::MAX), ..base }),
+            field_of(RuntimeConfig {
+                socket_send_buffer: Some(usize::MAX),
+                ..base
+            }),
             "socket_send_buffer"
         );
     }

@@ -349,7 +349,11 @@ impl<E: Endpoint> Runtime<E> {
     /// Binds one port on every shard with `SO_REUSEPORT` (the kernel spreads incoming
     /// flows over the sockets) and hosts `make(shard, local_addr)` behind each. With port
     /// 0 the port is chosen once and reused for the other shards. Returns one id per shard.
-    pub fn add_reuseport<F>(&self, bind: SocketAddr, make: F) -> Result<Vec<EndpointId>, RuntimeError>
+    pub fn add_reuseport<F>(
+        &self,
+        bind: SocketAddr,
+        make: F,
+    ) -> Result<Vec<EndpointId>, RuntimeError>
     where
         F: Fn(usize, SocketAddr) -> E + Send + Sync + 'static,
     {
@@ -366,7 +370,12 @@ impl<E: Endpoint> Runtime<E> {
             .enumerate()
             .map(|(shard, (socket, local))| {
                 let make = Arc::clone(&make);
-                self.place(shard, socket, local, Box::new(move |addr| make(shard, addr)))
+                self.place(
+                    shard,
+                    socket,
+                    local,
+                    Box::new(move |addr| make(shard, addr)),
+                )
             })
             .collect();
         Ok(ids)
@@ -395,7 +404,10 @@ impl<E: Endpoint> Runtime<E> {
 
     /// Counters of each shard, in shard order.
     pub fn shard_stats(&self) -> Vec<Stats> {
-        self.shards.iter().map(|s| s.shared.stats.snapshot()).collect()
+        self.shards
+            .iter()
+            .map(|s| s.shared.stats.snapshot())
+            .collect()
     }
 
     /// Stops every shard: each flushes what its endpoints queued for sending, cancels its

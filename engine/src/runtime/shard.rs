@@ -93,16 +93,18 @@ pub(crate) fn run<E: Endpoint>(
                 let _ = ready.send((index, Err(e)));
             }
         },
-        BackendKind::Portable => match PortableDriver::new(config.max_datagram_size, stats, waker) {
-            Ok(driver) => {
-                let _ = ready.send((index, Ok(())));
-                drop(ready);
-                Core::new(index, config, shared).run(driver);
+        BackendKind::Portable => {
+            match PortableDriver::new(config.max_datagram_size, stats, waker) {
+                Ok(driver) => {
+                    let _ = ready.send((index, Ok(())));
+                    drop(ready);
+                    Core::new(index, config, shared).run(driver);
+                }
+                Err(e) => {
+                    let _ = ready.send((index, Err(e)));
+                }
             }
-            Err(e) => {
-                let _ = ready.send((index, Err(e)));
-            }
-        },
+        }
     }
 }
 
@@ -228,7 +230,9 @@ impl<'a, E: Endpoint> Core<'a, E> {
                 self.by_key.remove(&slot.key);
                 self.free.push(key.slot);
                 self.live -= 1;
-                self.stats.endpoints.store(self.live as u64, Ordering::Relaxed);
+                self.stats
+                    .endpoints
+                    .store(self.live as u64, Ordering::Relaxed);
                 let endpoint = slot.endpoint;
                 if catch_unwind(AssertUnwindSafe(move || drop(endpoint))).is_err() {
                     ShardStats::add(&self.stats.panics, 1);
@@ -244,7 +248,9 @@ impl<'a, E: Endpoint> Core<'a, E> {
             }
             self.timers.pop();
             let key = SlotKey { slot, generation };
-            let Some(s) = Self::live_slot(&mut self.slots, key) else { continue };
+            let Some(s) = Self::live_slot(&mut self.slots, key) else {
+                continue;
+            };
             // Lazy invalidation: only the endpoint's current deadline fires.
             if s.deadline != Some(at) {
                 continue;
@@ -288,7 +294,10 @@ impl<'a, E: Endpoint> Core<'a, E> {
                 Msg::Command { key, cmd } => {
                     let slot = self.by_key.get(&key).copied();
                     let alive = slot.and_then(|slot| {
-                        self.slots[slot as usize].as_mut().filter(|s| s.alive).map(|s| (slot, s))
+                        self.slots[slot as usize]
+                            .as_mut()
+                            .filter(|s| s.alive)
+                            .map(|s| (slot, s))
                     });
                     match alive {
                         Some((slot, s)) => {
@@ -322,7 +331,10 @@ impl<'a, E: Endpoint> Core<'a, E> {
             Ok(endpoint) => endpoint,
             Err(_) => {
                 ShardStats::add(&self.stats.panics, 1);
-                tracing::error!("shard {}: endpoint {key} panicked while being built", self.index);
+                tracing::error!(
+                    "shard {}: endpoint {key} panicked while being built",
+                    self.index
+                );
                 return;
             }
         };
@@ -351,7 +363,9 @@ impl<'a, E: Endpoint> Core<'a, E> {
         });
         self.by_key.insert(key, slot);
         self.live += 1;
-        self.stats.endpoints.store(self.live as u64, Ordering::Relaxed);
+        self.stats
+            .endpoints
+            .store(self.live as u64, Ordering::Relaxed);
         self.schedule(slot);
     }
 
@@ -360,7 +374,9 @@ impl<'a, E: Endpoint> Core<'a, E> {
         std::mem::swap(&mut self.scheduled, &mut self.scheduled_spare);
         for i in 0..self.scheduled_spare.len() {
             let slot = self.scheduled_spare[i];
-            let Some(Some(s)) = self.slots.get_mut(slot as usize) else { continue };
+            let Some(Some(s)) = self.slots.get_mut(slot as usize) else {
+                continue;
+            };
             s.scheduled = false;
             if !s.alive {
                 continue;
@@ -417,10 +433,14 @@ impl<'a, E: Endpoint> Core<'a, E> {
 
 impl<E: Endpoint> Sink for Core<'_, E> {
     fn datagram(&mut self, now: Instant, key: SlotKey, from: SocketAddr, data: &mut [u8]) {
-        let Some(s) = Self::live_slot(&mut self.slots, key) else { return };
+        let Some(s) = Self::live_slot(&mut self.slots, key) else {
+            return;
+        };
         ShardStats::add(&self.stats.datagrams_in, 1);
         ShardStats::add(&self.stats.bytes_in, data.len() as u64);
-        match catch_unwind(AssertUnwindSafe(|| s.endpoint.handle_datagram(now, from, data))) {
+        match catch_unwind(AssertUnwindSafe(|| {
+            s.endpoint.handle_datagram(now, from, data)
+        })) {
             Ok(()) => self.schedule(key.slot),
             Err(_) => self.contain_panic(key.slot, "handle_datagram"),
         }

@@ -72,6 +72,9 @@ impl ShardStats {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         // Single writer per counter: a load and a store avoid the locked RMW on the hot
         // path without losing updates.
-        counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 }

@@ -15,7 +15,7 @@ use std::time::Instant;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{Driver, SlotKey, Sink};
+use super::{Driver, Sink, SlotKey};
 use crate::runtime::stats::ShardStats;
 use crate::runtime::wake::Waker;
 

@@ -39,7 +39,7 @@ use io_uring::types::{BufRingEntry, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use socket2::SockAddr;
 
-use super::{Driver, SlotKey, Sink, GENERATION_MASK};
+use super::{Driver, Sink, SlotKey, GENERATION_MASK};
 use crate::runtime::stats::ShardStats;
 use crate::runtime::wake::Waker;
 use crate::runtime::RuntimeConfig;
@@ -116,10 +116,11 @@ impl BufRing {
     fn new(count: usize, buf_size: usize) -> io::Result<Self> {
         let too_big = || io::Error::new(io::ErrorKind::InvalidInput, "buffer ring too large");
         let count16 = u16::try_from(count).map_err(|_| too_big())?;
-        let entries_layout =
-            Layout::from_size_align(count * size_of::<BufRingEntry>(), 4096).map_err(|_| too_big())?;
-        let memory_layout = Layout::from_size_align(count.checked_mul(buf_size).ok_or_else(too_big)?, 64)
+        let entries_layout = Layout::from_size_align(count * size_of::<BufRingEntry>(), 4096)
             .map_err(|_| too_big())?;
+        let memory_layout =
+            Layout::from_size_align(count.checked_mul(buf_size).ok_or_else(too_big)?, 64)
+                .map_err(|_| too_big())?;
         // SAFETY: both layouts have a non-zero size (count ≥ 1, buf_size ≥ 1).
         let (entries, memory) = unsafe {
             (
@@ -275,7 +276,12 @@ fn parse_sockaddr(name: &[u8]) -> Option<SocketAddr> {
         let flow = u32::from_be_bytes(name.get(4..8)?.try_into().ok()?);
         let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
         let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
-        Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope)))
+        Some(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(ip),
+            port,
+            flow,
+            scope,
+        )))
     } else {
         None
     }
@@ -352,7 +358,9 @@ impl UringDriver {
     }
 
     fn arm_recv(&mut self, slot: u32) {
-        let Some(Some(sock)) = self.sockets.get_mut(slot as usize) else { return };
+        let Some(Some(sock)) = self.sockets.get_mut(slot as usize) else {
+            return;
+        };
         sock.armed = true;
         let entry = opcode::RecvMsgMulti::new(
             types::Fd(sock.socket.as_raw_fd()),
@@ -390,14 +398,30 @@ impl UringDriver {
         }
     }
 
-    fn complete<S: Sink>(&mut self, now: Instant, data: u64, result: i32, flags: u32, sink: &mut S) {
+    fn complete<S: Sink>(
+        &mut self,
+        now: Instant,
+        data: u64,
+        result: i32,
+        flags: u32,
+        sink: &mut S,
+    ) {
         let (tag, generation, index) = split(data);
         match tag {
             TAG_RECV => {
                 let live = self.live(index, generation);
                 if let Some(bid) = cqueue::buffer_select(flags) {
                     if result >= 0 && live {
-                        self.deliver(now, SlotKey { slot: index, generation }, bid, result as usize, sink);
+                        self.deliver(
+                            now,
+                            SlotKey {
+                                slot: index,
+                                generation,
+                            },
+                            bid,
+                            result as usize,
+                            sink,
+                        );
                     }
                     if let Some(bufs) = self.bufs.as_mut() {
                         bufs.recycle(bid);
@@ -444,7 +468,9 @@ impl UringDriver {
     }
 
     fn deliver<S: Sink>(&mut self, now: Instant, key: SlotKey, bid: u16, len: usize, sink: &mut S) {
-        let Some(bufs) = self.bufs.as_mut() else { return };
+        let Some(bufs) = self.bufs.as_mut() else {
+            return;
+        };
         let buffer = bufs.buffer(bid);
         let len = len.min(buffer.len());
         let parsed = match RecvMsgOut::parse(&buffer[..len], &self.recv_msghdr) {
@@ -488,7 +514,9 @@ impl Driver for UringDriver {
         if !self.live(key.slot, key.generation) {
             return;
         }
-        let Some(sock) = self.sockets[key.slot as usize].take() else { return };
+        let Some(sock) = self.sockets[key.slot as usize].take() else {
+            return;
+        };
         if sock.armed {
             self.cancelling += 1;
             let entry = opcode::AsyncCancel::new(user_data(TAG_RECV, key.generation, key.slot))
