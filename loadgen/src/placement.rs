@@ -281,11 +281,12 @@ fn measure(
 
 /// Median cost of timing an empty batch, subtracted from every batch measured.
 fn timer_overhead_ns() -> f64 {
-    let mut h = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+    // Fixed bounds (1 ns to ~18 min): a batch of O(N) lookups can take milliseconds.
+    let mut h = Histogram::<u64>::new_with_bounds(1, 1 << 40, 3).expect("valid bounds");
     for _ in 0..100_000 {
         let t = Instant::now();
         std::hint::black_box(());
-        h.saturating_record(t.elapsed().as_nanos() as u64);
+        h.saturating_record((t.elapsed().as_nanos() as u64).max(1));
     }
     h.value_at_quantile(0.5) as f64
 }
@@ -293,7 +294,8 @@ fn timer_overhead_ns() -> f64 {
 /// Histogram of the time, in ns, of each batch of [`BATCH`] lookups through the trait
 /// object, as an embedding router calls them (hash included).
 fn lookup_latency(p: &dyn Placement, keys: &[u64]) -> Histogram<u64> {
-    let mut h = Histogram::<u64>::new(3).expect("3 significant digits is valid");
+    // Fixed bounds (1 ns to ~18 min): a batch of O(N) lookups can take milliseconds.
+    let mut h = Histogram::<u64>::new_with_bounds(1, 1 << 40, 3).expect("valid bounds");
     let mut acc = 0u64;
     // Warm the caches and the branch predictors on the same keys first.
     for &k in keys.iter().take(keys.len() / 4) {
@@ -304,7 +306,7 @@ fn lookup_latency(p: &dyn Placement, keys: &[u64]) -> Histogram<u64> {
         for &k in batch {
             acc ^= p.lookup(Key::U64(std::hint::black_box(k))).id.0;
         }
-        h.saturating_record(t.elapsed().as_nanos() as u64);
+        h.saturating_record((t.elapsed().as_nanos() as u64).max(1));
     }
     std::hint::black_box(acc);
     h

@@ -18,6 +18,14 @@ pub enum BackendChoice {
     IoUring,
     /// epoll with nonblocking sockets, even where io_uring works.
     Portable,
+    /// No kernel sockets: endpoints bind virtual loopback addresses in an in-process
+    /// network private to the runtime, and datagrams travel between shards through
+    /// lock-free queues. Same shards, timers, commands, stats and API; for measuring the
+    /// protocol without the kernel and for tests. Reach the endpoints from outside through
+    /// [`Runtime::memory_network`](super::Runtime::memory_network). What it models (port
+    /// allocation, duplicate binds, reuseport, truncation, drops) is described on
+    /// [`MemoryNetwork`](super::MemoryNetwork).
+    Memory,
 }
 
 /// How to start a [`Runtime`](super::Runtime).
@@ -35,9 +43,11 @@ pub struct RuntimeConfig {
     pub max_datagram_size: usize,
     /// Receive buffers per shard (a power of two, 1 ..= 32 768): the io_uring
     /// provided-buffer ring size. When all are in use the kernel keeps datagrams in the
-    /// socket buffers (and drops what overflows them). Default: 1024.
+    /// socket buffers (and drops what overflows them). The memory backend sizes each
+    /// shard's inbox at 16 datagrams per receive buffer (at most 65 536). Default: 1024.
     pub recv_buffers: usize,
-    /// `SO_RCVBUF` to request for every socket, or `None` for the system default.
+    /// `SO_RCVBUF` to request for every socket, or `None` for the system default. Ignored
+    /// by the memory backend, as is `socket_send_buffer`.
     pub socket_recv_buffer: Option<usize>,
     /// `SO_SNDBUF` to request for every socket, or `None` for the system default.
     pub socket_send_buffer: Option<usize>,

@@ -5,12 +5,12 @@
 //! runtime feeds it datagrams, timer ticks and commands, each with `now`, and drains the
 //! datagrams it wants to send through [`Endpoint::poll_transmit`] and its next deadline
 //! through [`Endpoint::poll_timeout`]. The same endpoint therefore runs unchanged under
-//! either backend here, under the deterministic simulator and in the load generator.
+//! every backend here, under the deterministic simulator and in the load generator.
 //!
 //! # Shape
 //!
 //! A [`Runtime`] starts `shards` threads (one per core by default, pinned). Each shard
-//! owns one backend instance (an io_uring or an epoll instance), the UDP sockets of its
+//! owns one backend instance (an io_uring, epoll or memory driver), the sockets of its
 //! endpoints, the endpoints themselves (a slab indexed by a local slot), a timer heap for
 //! all of them and a pool of send buffers. Nothing on the hot path is shared between
 //! shards: other threads reach a shard only through its lock-free command queue
@@ -23,16 +23,23 @@
 //!
 //! # Backends
 //!
-//! The platform code sits behind one swap point, `backend::Driver`, with two
+//! The platform code sits behind one swap point, `backend::Driver`, with three
 //! implementations:
 //! - `backend::uring`: io_uring through the `io-uring` crate, with a provided-buffer ring
 //!   and one multishot `RecvMsg` per socket, `SendMsg` for sends, a multishot poll on the
 //!   eventfd for wake-ups and the `submit_with_args` timeout for timers. `tokio-uring`
 //!   was on the design card but is unmaintained and has neither multishot receive nor
 //!   buffer rings, so the runtime drives the ring itself.
-//! - `backend::portable`: epoll through `mio` with nonblocking std sockets. It gives up
-//!   batched submission and kernel-provided buffers (one syscall per datagram) but runs
-//!   wherever io_uring is missing or forbidden, as in many container sandboxes.
+//! - `backend::portable`: epoll through `mio` with nonblocking std sockets, receiving
+//!   with `recvmmsg` and sending with `sendmmsg` in batches of 32 per socket. It gives up
+//!   kernel-provided buffers and ring submission but runs wherever io_uring is missing or
+//!   forbidden, as in many container sandboxes. Sends the kernel refuses with "would
+//!   block" wait in a bounded per-socket queue for writable readiness.
+//! - `backend::memory` ([`BackendChoice::Memory`]): no kernel at all. Endpoints bind
+//!   virtual loopback addresses in a network private to the runtime and datagrams move
+//!   between shards through lock-free queues, so the load generator can measure protocol
+//!   cost apart from kernel cost and the transport suite runs without sockets. See
+//!   [`MemoryNetwork`] for what it models.
 //!
 //! With [`BackendChoice::Auto`] the runtime probes io_uring at start and falls back to the
 //! portable backend when the ring cannot be set up or lacks an opcode or feature it needs;
@@ -40,9 +47,10 @@
 //!
 //! # Datagram limits
 //!
-//! Datagrams larger than [`RuntimeConfig::max_datagram_size`] are truncated by the kernel;
-//! the runtime detects this, counts it in [`Stats::truncated`] and drops the datagram
-//! (a truncated frame is never handed to an endpoint).
+//! Datagrams larger than [`RuntimeConfig::max_datagram_size`] are truncated by the kernel
+//! (by the memory network on the memory backend); the runtime detects this, counts it in
+//! [`Stats::truncated`] and drops the datagram (a truncated frame is never handed to an
+//! endpoint).
 //!
 //! # Failure containment
 //!
@@ -97,9 +105,12 @@ use std::time::Instant;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use backend::io_uring_support;
+pub use backend::memory::{MemoryNetwork, MemorySocket};
 pub use config::{BackendChoice, RuntimeConfig, MAX_UDP_PAYLOAD};
 pub use stats::Stats;
 
+use backend::memory::{Binding, Network};
+use backend::BoundSocket;
 use shard::{Msg, Shared};
 
 /// A sans-IO state machine hosted by the runtime.
@@ -155,6 +166,8 @@ pub enum BackendKind {
     IoUring,
     /// epoll (mio) with nonblocking sockets.
     Portable,
+    /// The in-process memory network, no kernel sockets.
+    Memory,
 }
 
 /// The backend in use and, when [`BackendChoice::Auto`] fell back, why.
@@ -171,6 +184,7 @@ impl std::fmt::Display for BackendInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (&self.kind, &self.fallback_reason) {
             (BackendKind::IoUring, _) => f.write_str("io_uring"),
+            (BackendKind::Memory, _) => f.write_str("memory (in-process network)"),
             (BackendKind::Portable, None) => f.write_str("portable (epoll)"),
             (BackendKind::Portable, Some(why)) => {
                 write!(f, "portable (epoll), io_uring unavailable: {why}")
@@ -202,7 +216,8 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
-    /// Creating, configuring or binding an endpoint's socket failed; no endpoint was added.
+    /// Creating, configuring or binding an endpoint's socket failed (on the memory
+    /// backend: the address is taken or is not a loopback address); no endpoint was added.
     #[error("cannot bind UDP socket to {addr}: {source}")]
     Bind {
         /// The requested address.
@@ -228,6 +243,8 @@ pub struct Runtime<E: Endpoint> {
     next_key: AtomicU64,
     backend: BackendInfo,
     config: RuntimeConfig,
+    /// The in-process network, on the memory backend.
+    memory: Option<Arc<Network>>,
 }
 
 struct ShardHandle<E: Endpoint> {
@@ -264,19 +281,30 @@ impl<E: Endpoint> Runtime<E> {
             next_key: AtomicU64::new(0),
             backend,
             config,
+            memory: None,
         };
-        let (ready_tx, ready_rx) = mpsc::channel();
+        // Every shard's waker exists before any shard starts: the memory network wakes
+        // shards through them.
+        let mut shareds = Vec::with_capacity(rt.config.shards);
         for index in 0..rt.config.shards {
             let waker = wake::Waker::new().map_err(|source| RuntimeError::ShardStart {
                 shard: index,
                 source,
             })?;
-            let shared = Arc::new(Shared::new(waker));
+            shareds.push(Arc::new(Shared::<E>::new(waker)));
+        }
+        if rt.backend.kind == BackendKind::Memory {
+            let wakers = shareds.iter().map(|s| Arc::clone(&s.waker)).collect();
+            rt.memory = Some(Network::new(&rt.config, wakers));
+        }
+        let (ready_tx, ready_rx) = mpsc::channel();
+        for (index, shared) in shareds.into_iter().enumerate() {
             let core = (!cores.is_empty()).then(|| cores[index % cores.len()]);
             let thread = {
                 let shared = Arc::clone(&shared);
                 let config = rt.config.clone();
                 let kind = rt.backend.kind;
+                let memory = rt.memory.clone();
                 let ready = ready_tx.clone();
                 std::thread::Builder::new()
                     .name(format!("hearsay-shard-{index}"))
@@ -286,7 +314,7 @@ impl<E: Endpoint> Runtime<E> {
                                 tracing::warn!("shard {index}: cannot pin to core {}", core.id);
                             }
                         }
-                        shard::run(index, kind, &config, &shared, ready);
+                        shard::run(index, kind, &config, memory, &shared, ready);
                     })
                     .map_err(|source| RuntimeError::ShardStart {
                         shard: index,
@@ -334,15 +362,25 @@ impl<E: Endpoint> Runtime<E> {
         self.shards.len()
     }
 
+    /// The in-process network the endpoints live on, when the runtime was started with
+    /// [`BackendChoice::Memory`] (`None` on the kernel backends). Bind a [`MemorySocket`]
+    /// on it to talk to the endpoints from outside the runtime.
+    pub fn memory_network(&self) -> Option<MemoryNetwork> {
+        self.memory
+            .as_ref()
+            .map(|net| MemoryNetwork::new(Arc::clone(net)))
+    }
+
     /// Binds a UDP socket to `bind` and hosts the endpoint `make` builds for it (given the
     /// actual local address) on the next shard, round robin. The endpoint starts on its
-    /// shard shortly after this returns.
+    /// shard shortly after this returns; datagrams that reach its address before then
+    /// wait for it.
     pub fn add_endpoint<F>(&self, bind: SocketAddr, make: F) -> Result<EndpointId, RuntimeError>
     where
         F: FnOnce(SocketAddr) -> E + Send + 'static,
     {
         let shard = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len();
-        let (socket, local) = self.bind_socket(bind, false)?;
+        let (socket, local) = self.bind(bind, shard, false)?;
         Ok(self.place(shard, socket, local, Box::new(make)))
     }
 
@@ -360,8 +398,8 @@ impl<E: Endpoint> Runtime<E> {
         let make = Arc::new(make);
         let mut bind = bind;
         let mut sockets = Vec::with_capacity(self.shards.len());
-        for _ in 0..self.shards.len() {
-            let (socket, local) = self.bind_socket(bind, true)?;
+        for shard in 0..self.shards.len() {
+            let (socket, local) = self.bind(bind, shard, true)?;
             bind = local;
             sockets.push((socket, local));
         }
@@ -393,11 +431,15 @@ impl<E: Endpoint> Runtime<E> {
         Ok(())
     }
 
-    /// Counters of all shards, merged.
+    /// Counters of all shards, merged; on the memory backend also the drops of
+    /// [`MemorySocket`] sends, which belong to no shard.
     pub fn stats(&self) -> Stats {
         let mut total = Stats::default();
         for shard in &self.shards {
             total.merge(&shard.shared.stats.snapshot());
+        }
+        if let Some(net) = &self.memory {
+            total.merge(&net.sockets_stats());
         }
         total
     }
@@ -433,6 +475,28 @@ impl<E: Endpoint> Runtime<E> {
         result
     }
 
+    /// Binds `bind` for an endpoint of `shard`: a kernel socket, or an address of the
+    /// memory network.
+    fn bind(
+        &self,
+        bind: SocketAddr,
+        shard: usize,
+        reuseport: bool,
+    ) -> Result<(BoundSocket, SocketAddr), RuntimeError> {
+        match &self.memory {
+            Some(net) => {
+                let binding = Binding::for_shard(net, bind, shard, reuseport)
+                    .map_err(|source| RuntimeError::Bind { addr: bind, source })?;
+                let local = binding.local();
+                Ok((BoundSocket::Memory(binding), local))
+            }
+            None => {
+                let (socket, local) = self.bind_socket(bind, reuseport)?;
+                Ok((BoundSocket::Udp(socket), local))
+            }
+        }
+    }
+
     fn bind_socket(
         &self,
         bind: SocketAddr,
@@ -460,7 +524,7 @@ impl<E: Endpoint> Runtime<E> {
     fn place(
         &self,
         shard: usize,
-        socket: std::net::UdpSocket,
+        socket: BoundSocket,
         local: SocketAddr,
         make: Box<dyn FnOnce(SocketAddr) -> E + Send>,
     ) -> EndpointId {

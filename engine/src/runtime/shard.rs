@@ -6,7 +6,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
@@ -15,9 +15,10 @@ use std::time::Instant;
 
 use crossbeam_queue::SegQueue;
 
+use super::backend::memory::{MemoryDriver, Network};
 use super::backend::portable::PortableDriver;
 use super::backend::uring::UringDriver;
-use super::backend::{Driver, Sink, SlotKey, GENERATION_MASK};
+use super::backend::{BoundSocket, Driver, Sink, SlotKey, GENERATION_MASK};
 use super::stats::ShardStats;
 use super::wake::Waker;
 use super::{BackendKind, Endpoint, RuntimeConfig};
@@ -33,7 +34,7 @@ pub(crate) enum Msg<E: Endpoint> {
     /// Host a new endpoint on an already bound socket.
     Add {
         key: u64,
-        socket: UdpSocket,
+        socket: BoundSocket,
         local: SocketAddr,
         make: Box<dyn FnOnce(SocketAddr) -> E + Send>,
     },
@@ -77,33 +78,46 @@ pub(crate) fn run<E: Endpoint>(
     index: usize,
     kind: BackendKind,
     config: &RuntimeConfig,
+    memory: Option<Arc<Network>>,
     shared: &Arc<Shared<E>>,
     ready: Sender<(usize, std::io::Result<()>)>,
 ) {
     let stats = Arc::clone(&shared.stats);
     let waker = Arc::clone(&shared.waker);
-    match kind {
-        BackendKind::IoUring => match UringDriver::new(config, stats, waker) {
-            Ok(driver) => {
-                let _ = ready.send((index, Ok(())));
-                drop(ready);
-                Core::new(index, config, shared).run(driver);
-            }
-            Err(e) => {
-                let _ = ready.send((index, Err(e)));
-            }
-        },
-        BackendKind::Portable => {
-            match PortableDriver::new(config.max_datagram_size, stats, waker) {
-                Ok(driver) => {
-                    let _ = ready.send((index, Ok(())));
-                    drop(ready);
-                    Core::new(index, config, shared).run(driver);
-                }
-                Err(e) => {
-                    let _ = ready.send((index, Err(e)));
-                }
-            }
+    match (kind, memory) {
+        (BackendKind::IoUring, _) => serve(index, config, shared, ready, || {
+            UringDriver::new(config, stats, waker)
+        }),
+        (BackendKind::Portable, _) => serve(index, config, shared, ready, || {
+            PortableDriver::new(config.max_datagram_size, stats, waker)
+        }),
+        (BackendKind::Memory, Some(net)) => serve(index, config, shared, ready, || {
+            MemoryDriver::new(net, index, stats, waker)
+        }),
+        (BackendKind::Memory, None) => {
+            let missing = std::io::Error::other("memory backend without a network");
+            let _ = ready.send((index, Err(missing)));
+        }
+    }
+}
+
+/// Builds the driver on this thread (drivers hold raw pointers and stay on their shard),
+/// reports the outcome, then runs the shard until shutdown.
+fn serve<E: Endpoint, D: Driver>(
+    index: usize,
+    config: &RuntimeConfig,
+    shared: &Arc<Shared<E>>,
+    ready: Sender<(usize, std::io::Result<()>)>,
+    make: impl FnOnce() -> std::io::Result<D>,
+) {
+    match make() {
+        Ok(driver) => {
+            let _ = ready.send((index, Ok(())));
+            drop(ready);
+            Core::new(index, config, shared).run(driver);
+        }
+        Err(e) => {
+            let _ = ready.send((index, Err(e)));
         }
     }
 }
@@ -322,7 +336,7 @@ impl<'a, E: Endpoint> Core<'a, E> {
         &mut self,
         _now: Instant,
         key: u64,
-        socket: UdpSocket,
+        socket: BoundSocket,
         local: SocketAddr,
         make: Box<dyn FnOnce(SocketAddr) -> E + Send>,
         driver: &mut D,

@@ -38,22 +38,34 @@ counters! {
     datagrams_in,
     /// Payload bytes handed to endpoints.
     bytes_in,
-    /// Datagrams the kernel accepted for sending.
+    /// Datagrams the kernel accepted for sending (memory backend: put in the
+    /// destination's queue).
     datagrams_out,
-    /// Payload bytes the kernel accepted for sending.
+    /// Payload bytes of `datagrams_out`.
     bytes_out,
     /// Incoming datagrams larger than the maximum datagram size: truncated by the kernel
     /// and dropped.
     truncated,
-    /// Sends that failed (socket buffer full, unreachable, datagram too large, …); the
-    /// datagram is dropped.
+    /// Sends that failed (unreachable, datagram too large, wrong address family, socket
+    /// closed before its queued sends went out, …); the datagram is dropped. A full
+    /// socket send buffer is not an error on the portable backend: see `send_queue_full`.
     send_errors,
+    /// Portable backend: datagrams dropped because their socket's queue of sends waiting
+    /// for the kernel (after it answered "would block") was full.
+    send_queue_full,
     /// Receive errors other than "would block", including datagrams the io_uring backend
     /// had to discard while draining an overflowed completion queue.
     recv_errors,
     /// io_uring: times a socket's multishot receive stopped because every provided
     /// buffer was in use (it is re-armed; the kernel buffers or drops meanwhile).
     recv_buffers_exhausted,
+    /// Memory backend: datagrams dropped because the destination's queue was full
+    /// (counted on the sending shard). The kernel backends' equivalent, a full socket
+    /// receive buffer, is dropped by the kernel unseen.
+    recv_queue_full,
+    /// Memory backend: datagrams sent to an address nobody has bound, dropped. The kernel
+    /// accepts these silently, so the other backends count them in `datagrams_out`.
+    unroutable,
     /// Endpoints hosted now.
     endpoints,
     /// Endpoint callbacks that panicked (each removed its endpoint).

@@ -3,16 +3,68 @@
 //! A driver owns the shard's sockets, receives datagrams into its own buffers and hands
 //! them to a [`Sink`] (the shard's endpoints), sends buffers taken from its pool, and
 //! blocks until I/O, a wake-up or a deadline. Everything above it — endpoints, timers,
-//! commands, panic containment — is shared by both backends.
+//! commands, panic containment — is shared by all three backends.
 
+pub(crate) mod memory;
+mod mmsg;
 pub(crate) mod portable;
 pub(crate) mod uring;
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::time::Instant;
 
 use super::{BackendChoice, BackendInfo, BackendKind, RuntimeConfig, RuntimeError};
+
+/// What an endpoint receives on: a kernel UDP socket (io_uring and portable backends) or
+/// an address bound in the runtime's in-process network (memory backend).
+pub(crate) enum BoundSocket {
+    Udp(UdpSocket),
+    Memory(memory::Binding),
+}
+
+impl BoundSocket {
+    fn into_udp(self) -> io::Result<UdpSocket> {
+        match self {
+            BoundSocket::Udp(socket) => Ok(socket),
+            BoundSocket::Memory(_) => Err(wrong_kind()),
+        }
+    }
+
+    fn into_memory(self) -> io::Result<memory::Binding> {
+        match self {
+            BoundSocket::Memory(binding) => Ok(binding),
+            BoundSocket::Udp(_) => Err(wrong_kind()),
+        }
+    }
+}
+
+fn wrong_kind() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "socket of another backend")
+}
+
+/// Parses a `sockaddr_in`/`sockaddr_in6` the kernel wrote as bytes (native-endian family,
+/// network-endian port and address).
+pub(crate) fn parse_sockaddr(name: &[u8]) -> Option<SocketAddr> {
+    let family = i32::from(u16::from_ne_bytes([*name.first()?, *name.get(1)?]));
+    let port = u16::from_be_bytes([*name.get(2)?, *name.get(3)?]);
+    if family == libc::AF_INET {
+        let ip: [u8; 4] = name.get(4..8)?.try_into().ok()?;
+        Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
+    } else if family == libc::AF_INET6 {
+        let flow = u32::from_be_bytes(name.get(4..8)?.try_into().ok()?);
+        let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
+        let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
+        Some(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(ip),
+            port,
+            flow,
+            scope,
+        )))
+    } else {
+        None
+    }
+}
 
 /// Names one endpoint's socket inside a shard. `generation` changes every time a slot is
 /// reused, so late completions for a removed socket are recognised and ignored.
@@ -33,8 +85,9 @@ pub(crate) trait Sink {
 
 /// Platform I/O for one shard.
 pub(crate) trait Driver {
-    /// Takes ownership of `socket` and starts receiving on it.
-    fn add_socket(&mut self, key: SlotKey, socket: UdpSocket) -> io::Result<()>;
+    /// Takes ownership of `socket` and starts receiving on it. A socket of another
+    /// backend is refused with `InvalidInput` (the runtime never mixes them).
+    fn add_socket(&mut self, key: SlotKey, socket: BoundSocket) -> io::Result<()>;
     /// Stops receiving on the socket of `key` and closes it (once the kernel lets go).
     fn remove_socket(&mut self, key: SlotKey);
     /// Submits queued sends, then waits until a datagram arrives, the shard is woken or
@@ -57,6 +110,10 @@ pub(crate) trait Driver {
 /// Picks the backend for `config`, probing io_uring for `Auto` and `IoUring`.
 pub(crate) fn choose(config: &RuntimeConfig) -> Result<BackendInfo, RuntimeError> {
     match config.backend {
+        BackendChoice::Memory => Ok(BackendInfo {
+            kind: BackendKind::Memory,
+            fallback_reason: None,
+        }),
         BackendChoice::Portable => Ok(BackendInfo {
             kind: BackendKind::Portable,
             fallback_reason: None,

@@ -28,7 +28,7 @@
 use std::alloc::{self, Layout};
 use std::io;
 use std::mem::size_of;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -39,7 +39,7 @@ use io_uring::types::{BufRingEntry, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use socket2::SockAddr;
 
-use super::{Driver, Sink, SlotKey, GENERATION_MASK};
+use super::{parse_sockaddr, BoundSocket, Driver, Sink, SlotKey, GENERATION_MASK};
 use crate::runtime::stats::ShardStats;
 use crate::runtime::wake::Waker;
 use crate::runtime::RuntimeConfig;
@@ -266,27 +266,6 @@ fn zeroed_msghdr() -> libc::msghdr {
     unsafe { std::mem::zeroed() }
 }
 
-fn parse_sockaddr(name: &[u8]) -> Option<SocketAddr> {
-    let family = i32::from(u16::from_ne_bytes([*name.first()?, *name.get(1)?]));
-    let port = u16::from_be_bytes([*name.get(2)?, *name.get(3)?]);
-    if family == libc::AF_INET {
-        let ip: [u8; 4] = name.get(4..8)?.try_into().ok()?;
-        Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
-    } else if family == libc::AF_INET6 {
-        let flow = u32::from_be_bytes(name.get(4..8)?.try_into().ok()?);
-        let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
-        let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
-        Some(SocketAddr::V6(SocketAddrV6::new(
-            Ipv6Addr::from(ip),
-            port,
-            flow,
-            scope,
-        )))
-    } else {
-        None
-    }
-}
-
 impl UringDriver {
     pub(crate) fn new(
         config: &RuntimeConfig,
@@ -496,7 +475,8 @@ impl UringDriver {
 }
 
 impl Driver for UringDriver {
-    fn add_socket(&mut self, key: SlotKey, socket: UdpSocket) -> io::Result<()> {
+    fn add_socket(&mut self, key: SlotKey, socket: BoundSocket) -> io::Result<()> {
+        let socket = socket.into_udp()?;
         let slot = key.slot as usize;
         if self.sockets.len() <= slot {
             self.sockets.resize_with(slot + 1, || None);
