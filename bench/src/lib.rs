@@ -1,12 +1,19 @@
-//! Shared inputs for Hearsay's criterion benchmarks: member lists, key pools and the cursor
-//! that feeds lookups batch by batch.
+//! Shared inputs and harnesses for Hearsay's criterion benchmarks.
 //!
-//! Every benchmark in `benches/` draws its inputs from here so that our schemes and the peer
-//! crates are measured on the same members and the same keys. Everything is seeded: two runs
-//! (or two machines) see identical inputs, so differences between runs are the code's, not the
-//! data's.
+//! - The crate root: member lists, key pools and the cursor that feeds placement lookups
+//!   batch by batch. Every benchmark in `benches/` draws its inputs from here so that our
+//!   schemes and the peer crates are measured on the same members and the same keys.
+//!   Everything is seeded: two runs (or two machines) see identical inputs, so differences
+//!   between runs are the code's, not the data's.
+//! - [`frames`]: seeded member updates, digests and garbage for `benches/codec.rs`.
+//! - [`sys`]: host helpers: the kernel's UDP drop counters (`/proc/net/snmp`), the open-file
+//!   limit, socket buffers, thread pinning and seeded payload bytes.
+//! - [`transport`]: the loopback harnesses behind `benches/transport.rs` (one flow, many
+//!   sockets, paced ping-pong latency) for the runtime and its std and `sendmmsg` baselines.
 //!
-//! This crate does not measure anything itself and has no timing logic; criterion does that.
+//! Criterion does the timing of every benchmark; the only figures produced here are the
+//! transport harnesses' per-run counts and the latency histograms that criterion cannot
+//! express.
 //!
 //! ```
 //! use hearsay::placement::{Key, KeyHasher, Modulo, Placement};
@@ -23,6 +30,10 @@
 //!     .sum();
 //! assert!(owners < 100 * BATCH);
 //! ```
+
+pub mod frames;
+pub mod sys;
+pub mod transport;
 
 use hearsay::placement::Node;
 use rand::rngs::SmallRng;
