@@ -3,7 +3,8 @@
 
 Usage: criterion-table.py [CRITERION_DIR]. One table per benchmark group: rows are the
 benchmark functions (schemes and peers), columns the parameters (N). With a throughput of
-elements set, the cell is the median time per element (per lookup); otherwise per iteration.
+elements set on a `lookup/...` group, the cell is the median time per element (per lookup);
+everywhere else it is the median time per iteration (e.g. one whole build).
 """
 import json
 import os
@@ -33,9 +34,9 @@ def main():
         median = est["median"]["point_estimate"]
         tp = bench.get("throughput") or {}
         per = tp.get("Elements") or tp.get("Bytes")
-        if per:
-            median /= per
         group = bench["group_id"]
+        if per and group.startswith("lookup"):
+            median /= per
         func = bench.get("function_id") or ""
         param = bench.get("value_str") or ""
         tables[group][func][param] = median

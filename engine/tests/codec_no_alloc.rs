@@ -1,47 +1,14 @@
 //! Decoding a frame allocates nothing, plain or sealed, and a writer reusing its buffer
 //! allocates nothing after the first frame: a counting global allocator watches this thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use hearsay::codec::{
     decode_frame, CrdtRange, Digest, DigestEntry, FrameConfig, FrameWriter, KeyRing, List,
     MemberUpdate, Message, StateRequest, Status,
 };
 use hearsay::placement::NodeId;
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
-// GlobalAlloc contract; the counter is a const-initialised thread-local Cell, which never
-// allocates itself.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: same layout contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations() -> u64 {
-    ALLOCS.with(|c| c.get())
-}
+mod common;
+use common::allocations;
 
 fn write(buf: &mut Vec<u8>, config: &FrameConfig, keys: Option<&KeyRing>, msgs: &[Message<'_>]) {
     buf.clear();

@@ -42,7 +42,7 @@ const MAX_BUCKET_BITS: u32 = 24;
 /// **Search.** The points are a sorted array indexed by a bucket table over the top `b` bits
 /// of the ring (`2ᵇ ≥ N`, so at most one point per bucket on average): `table[j]` is the first
 /// point at or after bucket `j`'s start. A probe reads its bucket's start and counts, without
-/// branching, how many of the next [`SCAN`] points are below it (the point array carries
+/// branching, how many of the next `SCAN` points are below it (the point array carries
 /// `SCAN` sentinel entries so the reads stay in bounds); only an overfull bucket falls back to
 /// a loop. That is two dependent memory reads per probe instead of `log₂ N` for a binary
 /// search, and the `k` probes are independent, so the CPU overlaps their cache misses.
