@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Markdown tables of criterion medians from target/criterion/**/new/estimates.json.
 
-Usage: criterion-table.py [CRITERION_DIR]. One table per benchmark group: rows are the
+Usage: criterion-table.py [CRITERION_DIR [GROUP_PREFIX ...]]; with prefixes, only the
+groups whose names start with one of them. One table per benchmark group: rows are the
 benchmark functions (schemes and peers), columns the parameters (N). With a throughput of
 elements set on a `lookup/...` group, the cell is the median time per element (per lookup);
 everywhere else it is the median time per iteration (e.g. one whole build).
@@ -22,6 +23,7 @@ def fmt_ns(ns):
 
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else "target/criterion"
+    prefixes = tuple(sys.argv[2:])
     tables = defaultdict(lambda: defaultdict(dict))
     params_of = defaultdict(list)
     for dirpath, _, files in os.walk(root):
@@ -35,6 +37,8 @@ def main():
         tp = bench.get("throughput") or {}
         per = tp.get("Elements") or tp.get("Bytes")
         group = bench["group_id"]
+        if prefixes and not group.startswith(prefixes):
+            continue
         if per and group.startswith("lookup"):
             median /= per
         func = bench.get("function_id") or ""
