@@ -227,15 +227,14 @@ fn measure(
                 ),
             )
         }
-        Scheme::Jump => (
-            counts(&owners, members.len()),
-            counts(&self::owners(p, skewed, threads), members.len()),
-            "a middle member leaves: its bucket is refilled by the last one (≈2/N moves)".into(),
-        ),
         _ => (
             counts(&owners, members.len()),
             counts(&self::owners(p, skewed, threads), members.len()),
-            String::new(),
+            if scheme == Scheme::Jump {
+                "a middle member leaves: its bucket is refilled by the last one (≈2/N moves)".into()
+            } else {
+                String::new()
+            },
         ),
     };
 
