@@ -31,5 +31,9 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod detector;
+pub mod dissemination;
+pub mod membership;
+pub mod node;
 pub mod placement;
 pub mod runtime;

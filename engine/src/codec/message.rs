@@ -39,6 +39,8 @@ pub mod kind {
     pub const DIGEST: u8 = 0x13;
     /// [`StateRequest`](super::StateRequest).
     pub const STATE_REQUEST: u8 = 0x14;
+    /// [`MemberSummary`](super::MemberSummary).
+    pub const MEMBER_SUMMARY: u8 = 0x15;
     /// [`CrdtDelta`](super::CrdtDelta).
     pub const CRDT_DELTA: u8 = 0x20;
     /// [`CrdtDigest`](super::CrdtDigest).
@@ -60,6 +62,7 @@ pub mod kind {
                 | MEMBER
                 | DIGEST
                 | STATE_REQUEST
+                | MEMBER_SUMMARY
                 | CRDT_DELTA
                 | CRDT_DIGEST
                 | CRDT_ACK
@@ -696,6 +699,80 @@ impl<'a> Body<'a> for StateRequest<'a> {
     }
 }
 
+/// One bucket of a [`MemberSummary`]: how many live members the sender holds in it and a
+/// hash of their states.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SummaryBucket {
+    /// Live (alive or suspect) members in the bucket.
+    pub count: u32,
+    /// Order-independent hash of those members' (id, incarnation, state, metadata version).
+    pub hash: u64,
+}
+
+impl ListItem for SummaryBucket {
+    /// A one-byte count and the fixed 8-byte hash.
+    const MIN_LEN: usize = 9;
+    fn encoded_len(&self) -> usize {
+        varint_len(u64::from(self.count)) + 8
+    }
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_varint(out, u64::from(self.count));
+        out.extend_from_slice(&self.hash.to_be_bytes());
+    }
+    fn decode(input: &mut &[u8]) -> Result<Self, DecodeError> {
+        Ok(Self {
+            count: get_u32v(input, "bucket count")?,
+            hash: get_u64_be(input)?,
+        })
+    }
+}
+
+/// The opening of a push-pull anti-entropy round: the sender's live member table folded
+/// into buckets by member id. The receiver compares bucket by bucket and sends a [`Digest`]
+/// (or, for buckets the sender has empty, the [`MemberUpdate`]s themselves) only where the
+/// hashes differ, so two nodes that agree exchange one small datagram each way.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct MemberSummary<'a> {
+    /// The anti-entropy round.
+    pub round: u64,
+    /// Whether this summary answers one (the receiver then does not answer again).
+    pub reply: bool,
+    /// One entry per bucket; both sides use the same bucket count.
+    pub buckets: List<'a, SummaryBucket>,
+}
+
+impl<'a> Body<'a> for MemberSummary<'a> {
+    const KIND: u8 = kind::MEMBER_SUMMARY;
+    fn body_len(&self) -> usize {
+        varint_len(self.round) + 1 + self.buckets.encoded_len()
+    }
+    fn put_body(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.round);
+        out.push(u8::from(self.reply));
+        self.buckets.encode(out);
+    }
+    fn get_body(input: &mut &'a [u8]) -> Result<Self, DecodeError> {
+        let round = get_varint(input)?;
+        let reply = match get_u8(input)? {
+            0 => false,
+            1 => true,
+            _ => {
+                return Err(DecodeError::OutOfRange {
+                    field: "reply flag",
+                })
+            }
+        };
+        Ok(Self {
+            round,
+            reply,
+            buckets: List::decode(input, "summary buckets")?,
+        })
+    }
+    fn check(&self) -> Result<(), EncodeError> {
+        self.buckets.check("summary buckets")
+    }
+}
+
 /// A delta of one CRDT value, routed to the partition that owns its key.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct CrdtDelta<'a> {
@@ -911,6 +988,7 @@ impl_encoded_len!(
     MemberUpdate<'a>,
     Digest<'a>,
     StateRequest<'a>,
+    MemberSummary<'a>,
     CrdtDelta<'a>,
     CrdtDigest<'a>,
     CrdtAck,
@@ -948,6 +1026,8 @@ pub enum Message<'a> {
     Digest(Digest<'a>),
     /// See [`StateRequest`].
     StateRequest(StateRequest<'a>),
+    /// See [`MemberSummary`].
+    MemberSummary(MemberSummary<'a>),
     /// See [`CrdtDelta`].
     CrdtDelta(CrdtDelta<'a>),
     /// See [`CrdtDigest`].
@@ -975,6 +1055,7 @@ macro_rules! dispatch {
             Message::Member($m) => $body,
             Message::Digest($m) => $body,
             Message::StateRequest($m) => $body,
+            Message::MemberSummary($m) => $body,
             Message::CrdtDelta($m) => $body,
             Message::CrdtDigest($m) => $body,
             Message::CrdtAck($m) => $body,
@@ -1048,6 +1129,7 @@ impl<'a> Message<'a> {
             kind::MEMBER => Self::Member(MemberUpdate::get_body(b)?),
             kind::DIGEST => Self::Digest(Digest::get_body(b)?),
             kind::STATE_REQUEST => Self::StateRequest(StateRequest::get_body(b)?),
+            kind::MEMBER_SUMMARY => Self::MemberSummary(MemberSummary::get_body(b)?),
             kind::CRDT_DELTA => Self::CrdtDelta(CrdtDelta::get_body(b)?),
             kind::CRDT_DIGEST => Self::CrdtDigest(CrdtDigest::get_body(b)?),
             kind::CRDT_ACK => Self::CrdtAck(CrdtAck::get_body(b)?),
@@ -1076,6 +1158,7 @@ impl_from!(
     Member(MemberUpdate<'a>),
     Digest(Digest<'a>),
     StateRequest(StateRequest<'a>),
+    MemberSummary(MemberSummary<'a>),
     CrdtDelta(CrdtDelta<'a>),
     CrdtDigest(CrdtDigest<'a>),
     CrdtAck(CrdtAck),
@@ -1139,6 +1222,7 @@ mod tests {
         member_round_trip: testing::member();
         digest_round_trip: testing::digest();
         state_request_round_trip: testing::state_request();
+        member_summary_round_trip: testing::member_summary();
         crdt_delta_round_trip: testing::crdt_delta();
         crdt_digest_round_trip: testing::crdt_digest();
         crdt_ack_round_trip: testing::crdt_ack();
@@ -1468,6 +1552,12 @@ mod tests {
             StateRequest {
                 round: 0,
                 ids: List::new(&[]),
+            }
+            .into(),
+            MemberSummary {
+                round: 0,
+                reply: false,
+                buckets: List::new(&[]),
             }
             .into(),
             CrdtDelta {

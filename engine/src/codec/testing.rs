@@ -23,6 +23,7 @@ pub(crate) enum Owned {
     Member(NodeId, SocketAddr, u64, Status, bool, u64, Vec<u8>),
     Digest(u64, u16, u16, Vec<DigestEntry>),
     StateRequest(u64, Vec<NodeId>),
+    MemberSummary(u64, bool, Vec<SummaryBucket>),
     CrdtDelta(u16, u64, Vec<u8>, u8, Vec<u8>),
     CrdtDigest(u16, u32, u64, Vec<CrdtRange>),
     CrdtAck(CrdtAck),
@@ -63,6 +64,11 @@ impl Owned {
             Self::StateRequest(round, ids) => Message::StateRequest(StateRequest {
                 round: *round,
                 ids: List::new(ids),
+            }),
+            Self::MemberSummary(round, reply, buckets) => Message::MemberSummary(MemberSummary {
+                round: *round,
+                reply: *reply,
+                buckets: List::new(buckets),
             }),
             Self::CrdtDelta(partition, seq, key, kind, payload) => Message::CrdtDelta(CrdtDelta {
                 partition: *partition,
@@ -198,6 +204,12 @@ pub(crate) fn state_request() -> impl Strategy<Value = Owned> {
     (int(), vec(node_id(), 0..60)).prop_map(|(r, ids)| Owned::StateRequest(r, ids))
 }
 
+pub(crate) fn member_summary() -> impl Strategy<Value = Owned> {
+    let bucket =
+        (any::<u32>(), any::<u64>()).prop_map(|(count, hash)| SummaryBucket { count, hash });
+    (int(), any::<bool>(), vec(bucket, 0..80)).prop_map(|(r, f, b)| Owned::MemberSummary(r, f, b))
+}
+
 pub(crate) fn crdt_delta() -> impl Strategy<Value = Owned> {
     (
         any::<u16>(),
@@ -251,6 +263,7 @@ pub(crate) fn any_message() -> impl Strategy<Value = Owned> {
         member(),
         digest(),
         state_request(),
+        member_summary(),
         crdt_delta(),
         crdt_digest(),
         crdt_ack(),

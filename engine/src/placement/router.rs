@@ -123,10 +123,23 @@ impl Router {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let prev = self.current.load_full();
         let placement = prev.placement.rebuild(nodes)?;
-        let version = prev.version + 1;
+        Ok(self.store(prev.version, placement))
+    }
+
+    /// Publish a placement built elsewhere (for instance afresh with
+    /// [`Scheme::build`](super::Scheme::build), so that nodes which hold the same members
+    /// agree on the layout whatever order the members came in). Returns the new version.
+    pub fn publish(&self, placement: Box<dyn Placement>) -> u64 {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let prev = self.current.load();
+        self.store(prev.version, placement)
+    }
+
+    fn store(&self, prev_version: u64, placement: Box<dyn Placement>) -> u64 {
+        let version = prev_version + 1;
         self.current
             .store(Arc::new(Snapshot { version, placement }));
-        Ok(version)
+        version
     }
 }
 

@@ -1,0 +1,218 @@
+//! Failure detection: SWIM probing with Lifeguard's local health and dynamic suspicion.
+//!
+//! This module holds the pieces of the detector that are pure functions of their inputs;
+//! the probe cycle itself (ping, indirect ping, suspect) runs in [`Node`](crate::node::Node).
+//!
+//! - [`ProbeOrder`]: every member is probed once per round, in an order reshuffled each
+//!   round (SWIM §4.3): a failed member is probed within one round however unlucky the
+//!   random choices, unlike uniform random selection.
+//! - [`LocalHealth`]: Lifeguard's local health multiplier. A node that misses acks it should
+//!   have got, misses nacks from its relays, is itself suspected, or wakes up late for its
+//!   own timers is more likely slow itself than surrounded by failures; it stretches its
+//!   probe interval and timeout by `score + 1` instead of accusing others.
+//! - [`suspicion_timeout`]: Lifeguard's dynamic suspicion. A suspicion starts with a long
+//!   timeout that shrinks, logarithmically, as independent confirmations arrive, down to a
+//!   minimum that scales with `log10(N)`.
+#![deny(unsafe_code)]
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::placement::NodeId;
+
+/// Round-robin probe order over a list reshuffled at the start of every round.
+#[derive(Debug, Default)]
+pub struct ProbeOrder {
+    order: Vec<NodeId>,
+    next: usize,
+}
+
+impl ProbeOrder {
+    /// The next member to probe: the first of the current round that `eligible` accepts.
+    /// When the round is exhausted, `refill` supplies the members for a new round, which is
+    /// shuffled. Returns `None` when no member is eligible.
+    pub fn next(
+        &mut self,
+        rng: &mut impl Rng,
+        mut eligible: impl FnMut(NodeId) -> bool,
+        mut refill: impl FnMut(&mut Vec<NodeId>),
+    ) -> Option<NodeId> {
+        loop {
+            while self.next < self.order.len() {
+                let id = self.order[self.next];
+                self.next += 1;
+                if eligible(id) {
+                    return Some(id);
+                }
+            }
+            self.order.clear();
+            self.next = 0;
+            refill(&mut self.order);
+            if self.order.is_empty() {
+                return None;
+            }
+            // Fisher–Yates.
+            for i in (1..self.order.len()).rev() {
+                self.order.swap(i, rng.random_range(0..=i));
+            }
+            if !self.order.iter().any(|&id| eligible(id)) {
+                self.order.clear();
+                return None;
+            }
+        }
+    }
+
+    /// Put a newly learned member at a random place in the rest of the current round, so it
+    /// is probed within this round rather than the next (SWIM's suggestion for joins).
+    pub fn insert(&mut self, rng: &mut impl Rng, id: NodeId) {
+        let at = rng.random_range(self.next..=self.order.len());
+        self.order.insert(at, id);
+    }
+}
+
+/// Lifeguard's local health multiplier: a score in `0..=max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LocalHealth {
+    score: u32,
+    max: u32,
+}
+
+impl LocalHealth {
+    /// A healthy node whose score saturates at `max`.
+    pub fn new(max: u32) -> Self {
+        Self { score: 0, max }
+    }
+
+    /// The current score (0 = healthy).
+    pub fn score(&self) -> u32 {
+        self.score
+    }
+
+    /// Something suggests this node is slow: raise the score by `by`.
+    pub fn degrade(&mut self, by: u32) {
+        self.score = (self.score + by).min(self.max);
+    }
+
+    /// A probe succeeded: lower the score by one.
+    pub fn improve(&mut self) {
+        self.score = self.score.saturating_sub(1);
+    }
+
+    /// `d` stretched by the score: `d · (score + 1)`.
+    pub fn scale(&self, d: Duration) -> Duration {
+        d * (self.score + 1)
+    }
+}
+
+/// Lifeguard's suspicion timeout after `confirmations` independent suspicions beyond the
+/// first, for a cluster of `n` members.
+///
+/// `min = mult · max(1, log10 n) · interval`, `max = max_mult · min`, and with `k`
+/// confirmations expected (`mult − 2`, capped by the members that could send them) the
+/// timeout falls from `max` towards `min` as `max − (max − min) · log(c + 1) / log(k + 1)`.
+pub fn suspicion_timeout(
+    n: usize,
+    interval: Duration,
+    mult: u32,
+    max_mult: u32,
+    confirmations: u32,
+) -> Duration {
+    let scale = (n.max(1) as f64).log10().max(1.0);
+    let min = interval.mul_f64(f64::from(mult) * scale);
+    let max = min * max_mult.max(1);
+    let k = expected_confirmations(n, mult);
+    if k == 0 {
+        return min;
+    }
+    let frac = ((f64::from(confirmations) + 1.0).ln() / (f64::from(k) + 1.0).ln()).min(1.0);
+    let t = max.as_secs_f64() - (max.as_secs_f64() - min.as_secs_f64()) * frac;
+    Duration::from_secs_f64(t.max(min.as_secs_f64()))
+}
+
+/// Independent confirmations a suspicion waits for before it reaches its minimum timeout:
+/// `mult − 2`, at most the members other than the suspect and this node.
+pub fn expected_confirmations(n: usize, mult: u32) -> u32 {
+    let others = n.saturating_sub(2) as u32;
+    mult.saturating_sub(2).min(others)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::SmallRng;
+    use rand::SeedableRng;
+
+    #[test]
+    fn every_member_is_probed_once_per_round() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut order = ProbeOrder::default();
+        let members: Vec<NodeId> = (1..=20).map(NodeId).collect();
+        for _ in 0..3 {
+            let mut seen: Vec<NodeId> = (0..20)
+                .map(|_| {
+                    order
+                        .next(&mut rng, |_| true, |v| v.extend(&members))
+                        .unwrap()
+                })
+                .collect();
+            seen.sort();
+            assert_eq!(seen, members);
+        }
+    }
+
+    #[test]
+    fn ineligible_members_are_skipped_and_none_when_no_one_is_left() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut order = ProbeOrder::default();
+        for _ in 0..10 {
+            let id = order
+                .next(
+                    &mut rng,
+                    |id| id.0 % 2 == 0,
+                    |v| v.extend((1..=6).map(NodeId)),
+                )
+                .unwrap();
+            assert_eq!(id.0 % 2, 0);
+        }
+        assert_eq!(order.next(&mut rng, |_| false, |v| v.push(NodeId(1))), None);
+        assert_eq!(order.next(&mut rng, |_| true, |_| {}), None);
+    }
+
+    #[test]
+    fn local_health_saturates_and_scales() {
+        let mut h = LocalHealth::new(8);
+        h.degrade(5);
+        h.degrade(5);
+        assert_eq!(h.score(), 8);
+        assert_eq!(
+            h.scale(Duration::from_millis(100)),
+            Duration::from_millis(900)
+        );
+        for _ in 0..20 {
+            h.improve();
+        }
+        assert_eq!(h.score(), 0);
+        assert_eq!(
+            h.scale(Duration::from_millis(100)),
+            Duration::from_millis(100)
+        );
+    }
+
+    #[test]
+    fn suspicion_timeout_shrinks_with_confirmations_to_the_minimum() {
+        let i = Duration::from_secs(1);
+        // n = 1000: min = 4 · 3 · 1 s = 12 s, max = 6 · 12 = 72 s, k = 2.
+        let t0 = suspicion_timeout(1000, i, 4, 6, 0);
+        let t1 = suspicion_timeout(1000, i, 4, 6, 1);
+        let t2 = suspicion_timeout(1000, i, 4, 6, 2);
+        let t9 = suspicion_timeout(1000, i, 4, 6, 9);
+        assert!((t0.as_secs_f64() - 72.0).abs() < 1e-6);
+        assert!(t0 > t1 && t1 > t2);
+        assert!((t2.as_secs_f64() - 12.0).abs() < 1e-6);
+        assert_eq!(t2, t9);
+        // Tiny clusters: log10 is floored at 1 and no confirmations are expected.
+        assert_eq!(expected_confirmations(2, 4), 0);
+        assert!((suspicion_timeout(2, i, 4, 6, 0).as_secs_f64() - 4.0).abs() < 1e-6);
+    }
+}

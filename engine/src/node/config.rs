@@ -1,0 +1,257 @@
+//! Node configuration and its presets.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::codec::{FrameConfig, KeyRing, MAX_METADATA_LEN};
+use crate::placement::{NodeId, Scheme};
+
+/// A starting point for the timing parameters, for one kind of network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// A data-centre network: round trips well under a millisecond, rare loss. Probes every
+    /// second (memberlist's `DefaultLANConfig` uses the same period).
+    Lan,
+    /// Links across regions: round trips of tens to hundreds of milliseconds. Probes every
+    /// five seconds, with longer timeouts and more patience before declaring death.
+    Wan,
+    /// One machine (loopback, containers on one host, the simulator): round trips of tens
+    /// of microseconds, so every period is five times shorter than on a LAN.
+    Local,
+}
+
+/// Where this node takes part in placement, and how keys are placed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PlacementConfig {
+    /// The scheme.
+    pub scheme: Scheme,
+    /// The key hash seed; every node of a cluster must use the same.
+    pub seed: u64,
+}
+
+/// Everything a [`Node`](super::Node) needs to run. Build it from a [`Preset`] with
+/// [`NodeConfig::new`] and adjust fields; [`NodeConfig::validate`] checks it.
+///
+/// Every timeout derives from the preset's probe interval, so a cluster tuned for a slower
+/// network changes one number. All durations are measured on the local monotonic clock the
+/// host passes in as `now`; nothing is compared across nodes.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's identity. Must be unique in the cluster and stable across restarts
+    /// (a restart then rejoins as the same member with a higher incarnation).
+    /// [`NodeConfig::new`] derives it from the address.
+    pub id: NodeId,
+    /// The address other members reach this node at.
+    pub addr: SocketAddr,
+    /// The cluster label: frames of another cluster are refused.
+    pub cluster: Vec<u8>,
+    /// Seal frames with this key ring (and refuse frames it does not open).
+    pub keys: Option<KeyRing>,
+    /// Largest datagram written, in bytes.
+    pub max_datagram: usize,
+    /// Seed of the node's only random number generator.
+    pub rng_seed: u64,
+    /// Application metadata announced with this node (at most
+    /// [`MAX_METADATA_LEN`] bytes).
+    pub metadata: Vec<u8>,
+    /// Time between probes of one member (SWIM's protocol period).
+    pub probe_interval: Duration,
+    /// How long a direct probe waits for its ack before asking others to probe.
+    pub probe_timeout: Duration,
+    /// Members asked to probe indirectly when a direct probe times out (SWIM's k).
+    pub indirect_probes: usize,
+    /// Suspicion timeout multiplier α: the minimum timeout is
+    /// `α · max(1, log10 N) · probe_interval`.
+    pub suspicion_mult: u32,
+    /// Suspicion timeout ceiling multiplier β: a suspicion with no confirmations waits
+    /// `β ·` the minimum (Lifeguard).
+    pub suspicion_max_mult: u32,
+    /// Retransmission multiplier λ: each update is piggybacked `λ · ⌈log10(N + 1)⌉` times.
+    pub retransmit_mult: u32,
+    /// Time between gossip rounds, when updates are pending.
+    pub gossip_interval: Duration,
+    /// Members each gossip round (and each immediate push of a new update) goes to.
+    pub gossip_fanout: usize,
+    /// Time between push-pull anti-entropy rounds with a random live member.
+    pub push_pull_interval: Duration,
+    /// Time between anti-entropy rounds with a random dead member, so partitions heal.
+    pub dead_gossip_interval: Duration,
+    /// How long dead and left members are remembered.
+    pub tombstone_ttl: Duration,
+    /// First delay between join attempts; it doubles up to `join_retry_max`, with ±25%
+    /// jitter.
+    pub join_retry: Duration,
+    /// Longest delay between join attempts.
+    pub join_retry_max: Duration,
+    /// Ceiling of the local health score (Lifeguard's S): probe timing stretches by up to
+    /// `awareness_max + 1` times.
+    pub awareness_max: u32,
+    /// Placement to maintain from the view, published through the node's router. `None`
+    /// keeps no placement (the load generator's thousands of nodes, for instance).
+    pub placement: Option<PlacementConfig>,
+    /// How long placement waits after a membership change before rebuilding, so that a
+    /// burst of changes costs one rebuild.
+    pub placement_debounce: Duration,
+    /// How long a leaving node keeps gossiping its departure before it stops.
+    pub leave_linger: Duration,
+    /// Events kept for [`Node::poll_event`](super::Node::poll_event) before new ones are
+    /// dropped (and counted).
+    pub event_capacity: usize,
+    /// Drop frames whose sender is a known live member at another address: a node that
+    /// claims another's identity from its own address cannot speak for it.
+    pub verify_source: bool,
+}
+
+impl NodeConfig {
+    /// The preset's configuration for a node at `addr` in cluster `cluster`; the id is a hash
+    /// of the address and the RNG seed a hash of the id.
+    pub fn new(preset: Preset, addr: SocketAddr, cluster: &[u8]) -> Self {
+        let id = NodeId(xxhash_rust::xxh3::xxh3_64(addr.to_string().as_bytes()));
+        let p = match preset {
+            Preset::Lan => Duration::from_secs(1),
+            Preset::Wan => Duration::from_secs(5),
+            Preset::Local => Duration::from_millis(200),
+        };
+        let (timeout_frac, suspicion_mult, gossip_div) = match preset {
+            Preset::Lan | Preset::Local => (0.5, 4, 5),
+            Preset::Wan => (0.6, 6, 10),
+        };
+        Self {
+            id,
+            addr,
+            cluster: cluster.to_vec(),
+            keys: None,
+            max_datagram: crate::codec::DEFAULT_MAX_DATAGRAM,
+            rng_seed: crate::membership::mix64(id.0 ^ 0x6865_6172_7361_7900),
+            metadata: Vec::new(),
+            probe_interval: p,
+            probe_timeout: p.mul_f64(timeout_frac),
+            indirect_probes: 3,
+            suspicion_mult,
+            suspicion_max_mult: 6,
+            retransmit_mult: 4,
+            gossip_interval: p / gossip_div,
+            gossip_fanout: 3,
+            push_pull_interval: p * 15,
+            dead_gossip_interval: p * 10,
+            tombstone_ttl: p * 300,
+            join_retry: p / 5,
+            join_retry_max: p * 10,
+            awareness_max: 8,
+            placement: None,
+            placement_debounce: p / 10,
+            leave_linger: p,
+            event_capacity: 65_536,
+            verify_source: true,
+        }
+    }
+
+    /// The same configuration with another id.
+    pub fn with_id(mut self, id: NodeId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Check every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.to_string(),
+            })
+        };
+        FrameConfig::new(&self.cluster)
+            .and_then(|c| c.with_max_datagram(self.max_datagram))
+            .map_err(ConfigError::Frame)?;
+        if self.metadata.len() > MAX_METADATA_LEN {
+            return bad("metadata", "longer than MAX_METADATA_LEN");
+        }
+        for (field, d) in [
+            ("probe_interval", self.probe_interval),
+            ("probe_timeout", self.probe_timeout),
+            ("gossip_interval", self.gossip_interval),
+            ("push_pull_interval", self.push_pull_interval),
+            ("dead_gossip_interval", self.dead_gossip_interval),
+            ("join_retry", self.join_retry),
+        ] {
+            if d.is_zero() {
+                return bad(field, "must be positive");
+            }
+        }
+        if self.probe_timeout >= self.probe_interval {
+            return bad("probe_timeout", "must be shorter than probe_interval");
+        }
+        if self.join_retry_max < self.join_retry {
+            return bad("join_retry_max", "must be at least join_retry");
+        }
+        if self.suspicion_mult == 0 || self.suspicion_max_mult == 0 {
+            return bad("suspicion_mult", "multipliers must be at least 1");
+        }
+        if self.retransmit_mult == 0 {
+            return bad("retransmit_mult", "must be at least 1");
+        }
+        if self.gossip_fanout == 0 {
+            return bad("gossip_fanout", "must be at least 1");
+        }
+        if self.awareness_max > 64 {
+            return bad("awareness_max", "must be at most 64");
+        }
+        if self.tombstone_ttl < self.probe_interval * 2 {
+            return bad("tombstone_ttl", "must be at least two probe intervals");
+        }
+        Ok(())
+    }
+}
+
+/// A [`NodeConfig`] that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A field is out of range; nothing was started.
+    #[error("invalid node config `{field}`: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The cluster label or datagram size is out of the codec's range.
+    #[error("invalid node config: {0}")]
+    Frame(#[source] crate::codec::ConfigError),
+    /// The initial placement could not be built.
+    #[error("invalid node config `placement`: {0}")]
+    Placement(#[source] crate::placement::PlacementError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_validate_and_scale() {
+        let addr: SocketAddr = "127.0.0.1:7946".parse().unwrap();
+        for p in [Preset::Lan, Preset::Wan, Preset::Local] {
+            NodeConfig::new(p, addr, b"c").validate().unwrap();
+        }
+        let lan = NodeConfig::new(Preset::Lan, addr, b"c");
+        let local = NodeConfig::new(Preset::Local, addr, b"c");
+        assert_eq!(lan.probe_interval, local.probe_interval * 5);
+        assert_eq!(lan.push_pull_interval, local.push_pull_interval * 5);
+        // The id is a function of the address.
+        assert_eq!(lan.id, local.id);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let addr: SocketAddr = "127.0.0.1:7946".parse().unwrap();
+        let mut c = NodeConfig::new(Preset::Lan, addr, b"c");
+        c.probe_timeout = c.probe_interval;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("probe_timeout"), "{e}");
+        let mut c = NodeConfig::new(Preset::Lan, addr, b"c");
+        c.max_datagram = 10;
+        assert!(c.validate().is_err());
+        let mut c = NodeConfig::new(Preset::Lan, addr, &[b'x'; 65]);
+        c.gossip_fanout = 1;
+        assert!(c.validate().is_err());
+    }
+}

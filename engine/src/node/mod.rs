@@ -1,0 +1,1608 @@
+//! The membership node: a sans-IO state machine for SWIM-style membership with Lifeguard's
+//! refinements, infection-style dissemination and push-pull anti-entropy.
+//!
+//! A [`Node`] never reads a clock, touches a socket or draws from a global RNG. Its inputs
+//! are [`Node::handle_datagram`], [`Node::handle_timeout`] and [`Node::handle_command`],
+//! each with `now`; its outputs are [`Node::poll_transmit`] (datagrams to send),
+//! [`Node::poll_timeout`] (when to call back) and [`Node::poll_event`] (what changed). After
+//! any input, drain `poll_transmit` until it returns `None`, then read `poll_timeout`. The
+//! node implements [`Endpoint`], so the runtime hosts it directly; the simulator and the
+//! load generator drive the same code.
+//!
+//! The protocol is described in `engine/ALGORITHM.md`.
+//!
+//! ```
+//! use std::time::Instant;
+//! use hearsay::node::{Command, Node, NodeConfig, Preset};
+//!
+//! let now = Instant::now();
+//! let a = NodeConfig::new(Preset::Local, "127.0.0.1:7001".parse()?, b"demo");
+//! let b = NodeConfig::new(Preset::Local, "127.0.0.1:7002".parse()?, b"demo");
+//! let (a_addr, b_addr) = (a.addr, b.addr);
+//! let mut a = Node::new(a, now)?;
+//! let mut b = Node::new(b, now)?;
+//! b.handle_command(now, Command::Join(vec![a_addr]));
+//!
+//! // Deliver datagrams by hand until both sides are quiet.
+//! let mut buf = Vec::new();
+//! for _ in 0..10 {
+//!     while let Some(to) = b.poll_transmit(now, &mut buf) {
+//!         assert_eq!(to, a_addr);
+//!         a.handle_datagram(now, b_addr, &mut buf);
+//!         buf.clear();
+//!     }
+//!     while let Some(to) = a.poll_transmit(now, &mut buf) {
+//!         if to == b_addr {
+//!             b.handle_datagram(now, a_addr, &mut buf);
+//!         }
+//!         buf.clear();
+//!     }
+//! }
+//! assert_eq!(a.live_count(), 2);
+//! assert_eq!(b.live_count(), 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(unsafe_code)]
+
+mod config;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::codec::{
+    decode_frame, Ack, Digest, DigestEntry, FrameConfig, FrameWriter, Join, KeyRing, MemberSummary,
+    MemberUpdate, Message, Nack, Ping, PingReq, StateRequest, Status, SummaryBucket,
+};
+use crate::detector::{expected_confirmations, suspicion_timeout, LocalHealth, ProbeOrder};
+use crate::dissemination::{retransmit_limit, BroadcastQueue};
+use crate::membership::{bucket_of, Member, MemberTable, Merge, BUCKETS};
+use crate::placement::{self, NodeId, Router};
+use crate::runtime::Endpoint;
+
+pub use config::{ConfigError, NodeConfig, PlacementConfig, Preset};
+
+/// A local request to a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Join the cluster through any of these seeds; retried with backoff until one answers.
+    /// An empty list starts a cluster of one.
+    Join(Vec<SocketAddr>),
+    /// Leave gracefully: announce it, keep gossiping for
+    /// [`NodeConfig::leave_linger`], then stop.
+    Leave,
+    /// Leave placement but stay a member (keeps gossiping and answering probes).
+    Drain,
+    /// Return to placement.
+    Undrain,
+    /// Replace this node's metadata (at most [`crate::codec::MAX_METADATA_LEN`] bytes;
+    /// longer metadata is refused and counted in [`NodeStats::refused_commands`]).
+    SetMetadata(Vec<u8>),
+}
+
+/// Something a node learned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// This node reached a cluster: a seed (or any member) answered.
+    Joined,
+    /// A member appeared (or came back with a higher incarnation after being dead or left).
+    MemberJoined(NodeId),
+    /// A member's metadata changed.
+    MemberUpdated(NodeId),
+    /// A member missed its probes and is suspected.
+    Suspected(NodeId),
+    /// A suspected member refuted the suspicion.
+    AliveAgain(NodeId),
+    /// A member was declared failed.
+    Failed(NodeId),
+    /// A member left gracefully (this node included, when it leaves).
+    Left(NodeId),
+    /// A member drained (this node included).
+    Drained(NodeId),
+    /// A member undrained (this node included).
+    Undrained(NodeId),
+    /// Placement was rebuilt and published with this version and member count.
+    PlacementChanged {
+        /// The router's new version.
+        version: u64,
+        /// Members in the new placement.
+        members: usize,
+    },
+}
+
+/// Counters of one node. Plain integers: a node is driven by one thread at a time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Datagrams handed to the node.
+    pub datagrams_in: u64,
+    /// Bytes handed to the node.
+    pub bytes_in: u64,
+    /// Datagrams the node produced.
+    pub datagrams_out: u64,
+    /// Bytes the node produced.
+    pub bytes_out: u64,
+    /// Frames dropped by the decoder, by reason ([`crate::codec::DecodeError::reason`]).
+    pub dropped: Vec<(&'static str, u64)>,
+    /// Frames dropped because a known live sender spoke from another address.
+    pub source_mismatch: u64,
+    /// Frames that claimed to come from this node.
+    pub from_self: u64,
+    /// Messages of types this version skips, or that membership does not handle.
+    pub unhandled_messages: u64,
+    /// Pings meant for another identity at this address (a previous process).
+    pub misdirected_pings: u64,
+    /// Direct probes sent.
+    pub probes: u64,
+    /// Probes that failed (no ack, direct or indirect).
+    pub probe_failures: u64,
+    /// Indirect probe requests sent.
+    pub indirect_probes: u64,
+    /// Probes abandoned because this node missed its own deadline (stalled).
+    pub stalls: u64,
+    /// Suspicions this node raised.
+    pub suspicions: u64,
+    /// Members this node declared failed.
+    pub declared_dead: u64,
+    /// Times this node refuted a rumour about itself.
+    pub refutations: u64,
+    /// Stale updates answered with this node's newer state.
+    pub corrections: u64,
+    /// Member updates merged that changed something.
+    pub updates_merged: u64,
+    /// Push-pull rounds this node started.
+    pub push_pulls: u64,
+    /// Join attempts sent (one per seed per attempt).
+    pub join_attempts: u64,
+    /// Placement rebuilds.
+    pub placement_builds: u64,
+    /// Placement rebuilds that failed (the previous placement stays).
+    pub placement_errors: u64,
+    /// Events dropped because the event queue was full.
+    pub events_dropped: u64,
+    /// Commands refused (invalid metadata, commands after leaving).
+    pub refused_commands: u64,
+}
+
+impl NodeStats {
+    fn count_drop(&mut self, reason: &'static str) {
+        match self.dropped.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.dropped.push((reason, 1)),
+        }
+    }
+
+    /// All decoder drops together.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Where the node is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Not (yet) in a cluster: no probing.
+    Idle,
+    /// Sent joins, waiting for an answer.
+    Joining,
+    /// In a cluster.
+    Member,
+    /// Announcing its departure until the deadline.
+    Leaving(Instant),
+    /// Done: ignores every input.
+    Stopped,
+}
+
+/// A datagram to write at the next [`Node::poll_transmit`].
+#[derive(Debug)]
+enum Intent {
+    Ping {
+        to: SocketAddr,
+        seq: u64,
+        target: NodeId,
+    },
+    PingReq {
+        to: SocketAddr,
+        seq: u64,
+        target: NodeId,
+        target_addr: SocketAddr,
+    },
+    Ack {
+        to: SocketAddr,
+        seq: u64,
+    },
+    Nack {
+        to: SocketAddr,
+        seq: u64,
+    },
+    Join {
+        to: SocketAddr,
+    },
+    /// Pending updates only; `with_self` puts this node's own state first (join replies).
+    Gossip {
+        to: SocketAddr,
+        with_self: bool,
+    },
+    Summary {
+        to: SocketAddr,
+        reply: bool,
+    },
+    Digest {
+        to: SocketAddr,
+        ids: Vec<NodeId>,
+        pos: usize,
+    },
+    Updates {
+        to: SocketAddr,
+        ids: Vec<NodeId>,
+        pos: usize,
+    },
+    Request {
+        to: SocketAddr,
+        ids: Vec<NodeId>,
+        pos: usize,
+    },
+}
+
+/// The probe of the current protocol period.
+#[derive(Debug)]
+struct Probe {
+    target: NodeId,
+    seq: u64,
+    acked: bool,
+    /// When to ask others to probe (if still unacked).
+    indirect_at: Option<Instant>,
+    nacks_expected: u32,
+    nacks: u32,
+}
+
+/// An indirect probe this node relays for another.
+#[derive(Debug)]
+struct Relay {
+    seq: u64,
+    requester: SocketAddr,
+    requester_seq: u64,
+    deadline: Instant,
+}
+
+/// A suspicion this node tracks.
+#[derive(Debug)]
+struct Suspicion {
+    incarnation: u64,
+    started: Instant,
+    accusers: Vec<NodeId>,
+    deadline: Instant,
+}
+
+/// Most stale updates answered with corrections per received datagram.
+const MAX_CORRECTIONS: usize = 8;
+
+/// A membership node. See the [module docs](self).
+pub struct Node {
+    config: NodeConfig,
+    frame: FrameConfig,
+    keys: Option<KeyRing>,
+    rng: SmallRng,
+    phase: Phase,
+    table: MemberTable,
+    broadcasts: BroadcastQueue,
+    probe_order: ProbeOrder,
+    health: LocalHealth,
+    seeds: Vec<SocketAddr>,
+    out: VecDeque<Intent>,
+    events: VecDeque<Event>,
+    stats: NodeStats,
+
+    next_seq: u64,
+    round: u64,
+    probe: Option<Probe>,
+    relays: VecDeque<Relay>,
+    suspicions: HashMap<NodeId, Suspicion>,
+    suspicion_heap: BinaryHeap<Reverse<(Instant, NodeId)>>,
+
+    /// When the next protocol period starts.
+    next_probe: Option<Instant>,
+    next_gossip: Option<Instant>,
+    last_gossip: Option<Instant>,
+    next_push_pull: Option<Instant>,
+    next_dead_gossip: Option<Instant>,
+    next_join: Option<Instant>,
+    join_attempt: u32,
+    next_gc: Instant,
+    next_placement: Option<Instant>,
+    /// Largest live view seen lately (decays), to notice a sharp shrink.
+    peak_live: usize,
+
+    router: Option<Arc<Router>>,
+    scratch_ids: Vec<NodeId>,
+    scratch_digest: Vec<DigestEntry>,
+    scratch_peers: Vec<(NodeId, SocketAddr)>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.config.id)
+            .field("addr", &self.config.addr)
+            .field("phase", &self.phase)
+            .field("live", &self.table.live_count())
+            .field("incarnation", &self.incarnation())
+            .finish()
+    }
+}
+
+impl Node {
+    /// A node that knows only itself. Send [`Command::Join`] to reach a cluster; until then
+    /// it still answers anyone who contacts it (it can be a seed).
+    pub fn new(config: NodeConfig, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let frame = FrameConfig::new(&config.cluster)
+            .and_then(|c| c.with_max_datagram(config.max_datagram))
+            .map_err(ConfigError::Frame)?;
+        let mut rng = SmallRng::seed_from_u64(config.rng_seed);
+        let local = Member {
+            id: config.id,
+            addr: config.addr,
+            incarnation: 0,
+            status: Status::Alive,
+            drained: false,
+            meta_version: 0,
+            metadata: config.metadata.clone(),
+        };
+        let table = MemberTable::new(local, now, rng.random());
+        let router = match config.placement {
+            Some(p) => {
+                let me = [placement::Node::new(config.id.0, config.addr.to_string())];
+                Some(Arc::new(
+                    Router::new(p.scheme, p.seed, &me).map_err(ConfigError::Placement)?,
+                ))
+            }
+            None => None,
+        };
+        // Start timers at random offsets so nodes started together do not act in lockstep.
+        let jitter = |rng: &mut SmallRng, d: Duration| d.mul_f64(rng.random::<f64>());
+        let next_probe = now + jitter(&mut rng, config.probe_interval);
+        let next_push_pull = now + jitter(&mut rng, config.push_pull_interval);
+        let next_dead_gossip = now + jitter(&mut rng, config.dead_gossip_interval);
+        let gc = now + config.tombstone_ttl / 4;
+        Ok(Self {
+            keys: config.keys.clone(),
+            frame,
+            rng,
+            phase: Phase::Idle,
+            table,
+            broadcasts: BroadcastQueue::default(),
+            probe_order: ProbeOrder::default(),
+            health: LocalHealth::new(config.awareness_max),
+            seeds: Vec::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: NodeStats::default(),
+            next_seq: 1,
+            round: 0,
+            probe: None,
+            relays: VecDeque::new(),
+            suspicions: HashMap::new(),
+            suspicion_heap: BinaryHeap::new(),
+            next_probe: Some(next_probe),
+            next_gossip: None,
+            last_gossip: None,
+            next_push_pull: Some(next_push_pull),
+            next_dead_gossip: Some(next_dead_gossip),
+            next_join: None,
+            join_attempt: 0,
+            next_gc: gc,
+            next_placement: None,
+            peak_live: 1,
+            router,
+            scratch_ids: Vec::new(),
+            scratch_digest: Vec::new(),
+            scratch_peers: Vec::new(),
+            config,
+        })
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Queries
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    /// This node's advertised address.
+    pub fn addr(&self) -> SocketAddr {
+        self.config.addr
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// This node's current incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.local().incarnation
+    }
+
+    /// This node's own entry.
+    pub fn local(&self) -> &Member {
+        self.table
+            .get(self.config.id)
+            .expect("the local member is never removed from the table")
+    }
+
+    /// Whether a seed (or any member) has answered since the last [`Command::Join`], or the
+    /// node was contacted by a cluster.
+    pub fn is_joined(&self) -> bool {
+        matches!(self.phase, Phase::Member | Phase::Leaving(_))
+    }
+
+    /// Whether the node left and stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.phase == Phase::Stopped
+    }
+
+    /// What this node believes about one member.
+    pub fn member(&self, id: NodeId) -> Option<&Member> {
+        self.table.get(id)
+    }
+
+    /// Every member this node knows, tombstones included.
+    pub fn members(&self) -> impl Iterator<Item = &Member> + '_ {
+        self.table.iter()
+    }
+
+    /// Alive and suspect members, this node included.
+    pub fn live_count(&self) -> usize {
+        self.table.live_count()
+    }
+
+    /// A hash of the live view: two nodes with the same live members in the same states
+    /// have the same hash.
+    pub fn view_hash(&self) -> u64 {
+        self.table.view_hash()
+    }
+
+    /// The anti-entropy buckets (live count and state hash per bucket of member ids).
+    pub fn buckets(&self) -> &[SummaryBucket; BUCKETS] {
+        self.table.buckets()
+    }
+
+    /// The local health score (0 = healthy; Lifeguard's multiplier minus one).
+    pub fn local_health(&self) -> u32 {
+        self.health.score()
+    }
+
+    /// Members currently suspected by this node, with when the suspicion will be confirmed.
+    pub fn suspicions(&self) -> impl Iterator<Item = (NodeId, Instant, usize)> + '_ {
+        self.suspicions
+            .iter()
+            .map(|(&id, s)| (id, s.deadline, s.accusers.len()))
+    }
+
+    /// Member updates waiting to be piggybacked.
+    pub fn pending_broadcasts(&self) -> usize {
+        self.broadcasts.len()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// The router this node publishes placement to, when placement is configured. Clone
+    /// the `Arc` into any thread and call `lookup` there; it never blocks.
+    pub fn router(&self) -> Option<&Arc<Router>> {
+        self.router.as_ref()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Inputs
+
+    /// A datagram arrived from `from`. Bad frames are counted and dropped; decryption
+    /// happens in place.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) {
+        if self.phase == Phase::Stopped {
+            return;
+        }
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += data.len() as u64;
+        let frame = match decode_frame(data, &self.config.cluster, self.keys.as_ref()) {
+            Ok(f) => f,
+            Err(e) => {
+                self.stats.count_drop(e.reason());
+                return;
+            }
+        };
+        let sender = frame.sender();
+        if sender == self.config.id {
+            self.stats.from_self += 1;
+            return;
+        }
+        if self.config.verify_source {
+            if let Some(m) = self.table.get(sender) {
+                if m.is_live() && m.addr != from {
+                    self.stats.source_mismatch += 1;
+                    return;
+                }
+            }
+        }
+        if self.phase == Phase::Joining || self.phase == Phase::Idle {
+            self.become_member(now, Some(from));
+        }
+        let mut corrections = 0;
+        for msg in frame.messages() {
+            match msg {
+                Ok(m) => self.handle_message(now, from, sender, m, &mut corrections),
+                Err(e) => {
+                    self.stats.count_drop(e.reason());
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Timers due at or before `now` fire; spurious calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Stopped => return,
+            Phase::Leaving(until) if now >= until => {
+                self.phase = Phase::Stopped;
+                self.out.clear();
+                return;
+            }
+            _ => {}
+        }
+        if self.next_join.is_some_and(|t| now >= t) {
+            self.send_joins(now);
+        }
+        self.fire_relays(now);
+        if let Some(p) = &self.probe {
+            if p.indirect_at.is_some_and(|t| now >= t) {
+                self.probe_indirectly(now);
+            }
+        }
+        if let Some(due) = self.next_probe {
+            if now >= due {
+                self.probe_tick(now, due);
+            }
+        }
+        self.fire_suspicions(now);
+        if self.next_gossip.is_some_and(|t| now >= t) {
+            self.gossip_tick(now);
+        }
+        if self.next_push_pull.is_some_and(|t| now >= t) {
+            self.push_pull_tick(now);
+        }
+        if self.next_dead_gossip.is_some_and(|t| now >= t) {
+            self.dead_gossip_tick(now);
+        }
+        if now >= self.next_gc {
+            self.gc_tick(now);
+        }
+        if self.next_placement.is_some_and(|t| now >= t) {
+            self.rebuild_placement();
+        }
+    }
+
+    /// A local command.
+    pub fn handle_command(&mut self, now: Instant, cmd: Command) {
+        if matches!(self.phase, Phase::Leaving(_) | Phase::Stopped) {
+            self.stats.refused_commands += 1;
+            return;
+        }
+        match cmd {
+            Command::Join(seeds) => {
+                self.seeds = seeds
+                    .into_iter()
+                    .filter(|&a| a != self.config.addr)
+                    .collect();
+                if self.seeds.is_empty() {
+                    self.become_member(now, None);
+                } else {
+                    self.phase = Phase::Joining;
+                    self.join_attempt = 0;
+                    self.send_joins(now);
+                }
+            }
+            Command::Leave => {
+                let id = self.config.id;
+                self.bump_local(now, |m| m.status = Status::Left);
+                self.push_event(Event::Left(id));
+                self.phase = Phase::Leaving(now + self.config.leave_linger);
+                self.probe = None;
+                // Tell a few members at once; gossip carries it on while lingering.
+                self.push_now(now, self.config.gossip_fanout * 2);
+            }
+            Command::Drain | Command::Undrain => {
+                let drain = cmd == Command::Drain;
+                if self.local().drained != drain {
+                    let id = self.config.id;
+                    self.bump_local(now, |m| m.drained = drain);
+                    self.push_event(if drain {
+                        Event::Drained(id)
+                    } else {
+                        Event::Undrained(id)
+                    });
+                    self.placement_dirty(now);
+                }
+            }
+            Command::SetMetadata(metadata) => {
+                if metadata.len() > crate::codec::MAX_METADATA_LEN {
+                    self.stats.refused_commands += 1;
+                    return;
+                }
+                self.bump_local(now, |m| {
+                    m.meta_version += 1;
+                    m.metadata = metadata;
+                });
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Outputs
+
+    /// Write the next datagram into `buf` (appended; pass it cleared) and return where to
+    /// send it, or `None` when there is nothing to send.
+    pub fn poll_transmit(&mut self, _now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        if self.phase == Phase::Stopped {
+            return None;
+        }
+        while let Some(intent) = self.out.pop_front() {
+            let start = buf.len();
+            if let Some(to) = self.write(intent, buf) {
+                self.stats.datagrams_out += 1;
+                self.stats.bytes_out += (buf.len() - start) as u64;
+                return Some(to);
+            }
+            buf.truncate(start);
+        }
+        None
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let leave = match self.phase {
+            Phase::Stopped => return None,
+            Phase::Leaving(t) => Some(t),
+            _ => None,
+        };
+        [
+            leave,
+            self.next_join,
+            self.relays.front().map(|r| r.deadline),
+            self.probe.as_ref().and_then(|p| p.indirect_at),
+            self.next_probe,
+            self.suspicion_heap.peek().map(|Reverse((t, _))| *t),
+            self.next_gossip,
+            self.next_push_pull,
+            self.next_dead_gossip,
+            Some(self.next_gc),
+            self.next_placement,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Messages
+
+    fn handle_message(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sender: NodeId,
+        msg: Message<'_>,
+        corrections: &mut usize,
+    ) {
+        match msg {
+            Message::Ping(p) => {
+                if p.target == self.config.id {
+                    self.out.push_back(Intent::Ack {
+                        to: from,
+                        seq: p.seq,
+                    });
+                } else {
+                    self.stats.misdirected_pings += 1;
+                }
+            }
+            Message::PingReq(r) => {
+                let seq = self.take_seq();
+                self.relays.push_back(Relay {
+                    seq,
+                    requester: from,
+                    requester_seq: r.seq,
+                    deadline: now + self.health.scale(self.config.probe_timeout),
+                });
+                self.out.push_back(Intent::Ping {
+                    to: r.target_addr,
+                    seq,
+                    target: r.target,
+                });
+            }
+            Message::Ack(a) => self.handle_ack(a.seq),
+            Message::Nack(n) => {
+                if let Some(p) = self.probe.as_mut().filter(|p| p.seq == n.seq) {
+                    p.nacks += 1;
+                }
+            }
+            Message::Join(j) => {
+                let u = MemberUpdate {
+                    id: sender,
+                    addr: j.addr,
+                    incarnation: j.incarnation,
+                    status: Status::Alive,
+                    drained: false,
+                    meta_version: 0,
+                    metadata: j.metadata,
+                };
+                self.handle_update(now, from, sender, &u, corrections);
+                self.out.push_back(Intent::Gossip {
+                    to: j.addr,
+                    with_self: true,
+                });
+            }
+            Message::Leave(l) => {
+                if let Some(m) = self.table.get(l.id) {
+                    let mut u = m.clone();
+                    u.incarnation = l.incarnation;
+                    u.status = Status::Left;
+                    self.handle_update(now, from, sender, &u.as_update(), corrections);
+                }
+            }
+            Message::Member(u) => self.handle_update(now, from, sender, &u, corrections),
+            Message::Digest(d) => self.handle_digest(from, d),
+            Message::StateRequest(r) => {
+                let ids: Vec<NodeId> = r.ids.iter().collect();
+                if !ids.is_empty() {
+                    self.out.push_back(Intent::Updates {
+                        to: from,
+                        ids,
+                        pos: 0,
+                    });
+                }
+            }
+            Message::MemberSummary(s) => self.handle_summary(from, s),
+            Message::CrdtDelta(_)
+            | Message::CrdtDigest(_)
+            | Message::CrdtAck(_)
+            | Message::Broadcast(_)
+            | Message::Unknown(_) => self.stats.unhandled_messages += 1,
+        }
+    }
+
+    fn handle_ack(&mut self, seq: u64) {
+        if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) {
+            p.acked = true;
+            p.indirect_at = None;
+            return;
+        }
+        if let Some(i) = self.relays.iter().position(|r| r.seq == seq) {
+            if let Some(r) = self.relays.remove(i) {
+                self.out.push_back(Intent::Ack {
+                    to: r.requester,
+                    seq: r.requester_seq,
+                });
+            }
+        }
+    }
+
+    /// Merge one member update from `sender` (relayed or first-hand).
+    fn handle_update(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sender: NodeId,
+        u: &MemberUpdate<'_>,
+        corrections: &mut usize,
+    ) {
+        if u.id == self.config.id {
+            self.hear_about_self(now, u);
+            return;
+        }
+        match self.table.merge(u, now) {
+            Merge::Added => {
+                self.stats.updates_merged += 1;
+                if u.status != Status::Dead && u.status != Status::Left {
+                    self.push_event(Event::MemberJoined(u.id));
+                    self.probe_order.insert(&mut self.rng, u.id);
+                    self.placement_dirty(now);
+                    self.broadcasts.push(u.id);
+                    self.gossip_soon(now);
+                    self.peak_live = self.peak_live.max(self.table.live_count());
+                    if u.status == Status::Suspect {
+                        self.start_suspicion(now, u.id, u.incarnation, sender);
+                    }
+                }
+            }
+            Merge::Updated {
+                status,
+                drained,
+                meta_version,
+            } => {
+                self.stats.updates_merged += 1;
+                self.after_change(now, u.id, status, drained, meta_version, sender);
+            }
+            Merge::Same => {
+                if u.status == Status::Suspect {
+                    self.confirm_suspicion(now, u.id, u.incarnation, sender);
+                }
+            }
+            Merge::Stale => {
+                if *corrections < MAX_CORRECTIONS {
+                    *corrections += 1;
+                    self.stats.corrections += 1;
+                    self.out.push_back(Intent::Updates {
+                        to: from,
+                        ids: vec![u.id],
+                        pos: 0,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Someone says something about this node. Anything at or above the local state that
+    /// differs from it (a suspicion, a death, an old incarnation after a reboot) is refuted
+    /// with a higher incarnation; only this node ever raises its incarnation.
+    fn hear_about_self(&mut self, now: Instant, u: &MemberUpdate<'_>) {
+        if matches!(self.phase, Phase::Leaving(_) | Phase::Stopped) {
+            return;
+        }
+        let me = self.local();
+        let key = crate::membership::precedence(u.incarnation, u.status, u.meta_version);
+        let same = u.incarnation == me.incarnation
+            && u.status == me.status
+            && u.drained == me.drained
+            && u.meta_version == me.meta_version
+            && u.addr == me.addr;
+        if same || key < me.key() {
+            return;
+        }
+        let at_least = u.incarnation.max(me.incarnation);
+        let meta = u.meta_version.max(me.meta_version);
+        if matches!(u.status, Status::Suspect | Status::Dead) {
+            self.health.degrade(1);
+        }
+        self.stats.refutations += 1;
+        let id = self.config.id;
+        let addr = self.config.addr;
+        self.table.update_with(id, now, |m| {
+            m.incarnation = at_least + 1;
+            m.status = Status::Alive;
+            m.addr = addr;
+            m.meta_version = meta;
+        });
+        self.broadcasts.push(id);
+        self.gossip_soon(now);
+    }
+
+    /// Raise this node's incarnation with a change and announce it.
+    fn bump_local(&mut self, now: Instant, f: impl FnOnce(&mut Member)) {
+        let id = self.config.id;
+        self.table.update_with(id, now, |m| {
+            m.incarnation += 1;
+            f(m);
+        });
+        self.broadcasts.push(id);
+        self.gossip_soon(now);
+    }
+
+    /// Bookkeeping after a member's state changed from (`old`, `old_drained`).
+    fn after_change(
+        &mut self,
+        now: Instant,
+        id: NodeId,
+        old: Status,
+        old_drained: bool,
+        old_meta: u64,
+        sender: NodeId,
+    ) {
+        let Some(m) = self.table.get(id) else { return };
+        let (new, drained, incarnation) = (m.status, m.drained, m.incarnation);
+        let (is_live, in_placement) = (m.is_live(), m.in_placement());
+        let was_live = matches!(old, Status::Alive | Status::Suspect);
+        let meta_changed = m.meta_version != old_meta;
+        match (old, new) {
+            (o, Status::Alive | Status::Suspect) if !was_live && o != new => {
+                self.push_event(Event::MemberJoined(id));
+                self.probe_order.insert(&mut self.rng, id);
+            }
+            (Status::Alive, Status::Suspect) => self.push_event(Event::Suspected(id)),
+            (Status::Suspect, Status::Alive) => self.push_event(Event::AliveAgain(id)),
+            (o, Status::Dead) if o != Status::Dead => self.push_event(Event::Failed(id)),
+            (o, Status::Left) if o != Status::Left => self.push_event(Event::Left(id)),
+            _ => {}
+        }
+        if was_live && is_live && drained != old_drained {
+            self.push_event(if drained {
+                Event::Drained(id)
+            } else {
+                Event::Undrained(id)
+            });
+        }
+        if meta_changed && is_live {
+            self.push_event(Event::MemberUpdated(id));
+        }
+        if new == Status::Suspect {
+            if old != Status::Suspect
+                || self.suspicions.get(&id).map(|s| s.incarnation) != Some(incarnation)
+            {
+                self.start_suspicion(now, id, incarnation, sender);
+            }
+        } else {
+            self.suspicions.remove(&id);
+        }
+        if in_placement != (was_live && !old_drained) || meta_changed {
+            self.placement_dirty(now);
+        }
+        self.peak_live = self.peak_live.max(self.table.live_count());
+        self.broadcasts.push(id);
+        self.gossip_soon(now);
+    }
+
+    fn handle_digest(&mut self, from: SocketAddr, d: Digest<'_>) {
+        let mut want = Vec::new();
+        let mut give = Vec::new();
+        for e in d.entries.iter() {
+            if e.id == self.config.id {
+                // Our own entry: the peer's view of us is settled by refutation when it
+                // sends the update itself; offer ours if the peer is behind.
+                if self.local().key()
+                    > crate::membership::precedence(e.incarnation, e.status, e.meta_version)
+                {
+                    give.push(e.id);
+                }
+                continue;
+            }
+            let theirs = crate::membership::precedence(e.incarnation, e.status, e.meta_version);
+            match self.table.get(e.id) {
+                None => want.push(e.id),
+                Some(m) => match m.key().cmp(&theirs) {
+                    std::cmp::Ordering::Less => want.push(e.id),
+                    std::cmp::Ordering::Greater => give.push(e.id),
+                    std::cmp::Ordering::Equal => {}
+                },
+            }
+        }
+        if !want.is_empty() {
+            self.out.push_back(Intent::Request {
+                to: from,
+                ids: want,
+                pos: 0,
+            });
+        }
+        if !give.is_empty() {
+            self.out.push_back(Intent::Updates {
+                to: from,
+                ids: give,
+                pos: 0,
+            });
+        }
+    }
+
+    fn handle_summary(&mut self, from: SocketAddr, s: MemberSummary<'_>) {
+        if s.buckets.len() != BUCKETS {
+            self.stats.unhandled_messages += 1;
+            return;
+        }
+        if !s.reply {
+            self.out.push_back(Intent::Summary {
+                to: from,
+                reply: true,
+            });
+        }
+        let mine = self.table.buckets();
+        let mut push_mask = 0u64;
+        let mut digest_mask = 0u64;
+        for (b, theirs) in s.buckets.iter().enumerate() {
+            let m = mine[b];
+            if m == theirs || m.count == 0 {
+                continue;
+            }
+            if theirs.count == 0 {
+                push_mask |= 1 << b;
+            } else {
+                digest_mask |= 1 << b;
+            }
+        }
+        if push_mask | digest_mask == 0 {
+            return;
+        }
+        let mut push = Vec::new();
+        let mut digest = Vec::new();
+        for m in self.table.iter().filter(|m| m.is_live()) {
+            let bit = 1u64 << bucket_of(m.id);
+            if push_mask & bit != 0 {
+                push.push(m.id);
+            } else if digest_mask & bit != 0 {
+                digest.push(m.id);
+            }
+        }
+        if !push.is_empty() {
+            self.out.push_back(Intent::Updates {
+                to: from,
+                ids: push,
+                pos: 0,
+            });
+        }
+        if !digest.is_empty() {
+            self.out.push_back(Intent::Digest {
+                to: from,
+                ids: digest,
+                pos: 0,
+            });
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Timers
+
+    fn become_member(&mut self, now: Instant, via: Option<SocketAddr>) {
+        let was_joining = self.phase == Phase::Joining;
+        self.phase = Phase::Member;
+        self.next_join = None;
+        if was_joining || via.is_none() {
+            self.push_event(Event::Joined);
+        }
+        // Catch up at once with whoever answered: a joiner gets the whole view from one
+        // push-pull instead of waiting for gossip to bring every member.
+        if let Some(to) = via {
+            self.out.push_back(Intent::Summary { to, reply: false });
+            self.stats.push_pulls += 1;
+        }
+        self.placement_dirty(now);
+    }
+
+    fn send_joins(&mut self, now: Instant) {
+        if self.phase != Phase::Joining {
+            self.next_join = None;
+            return;
+        }
+        for i in 0..self.seeds.len() {
+            self.out.push_back(Intent::Join { to: self.seeds[i] });
+            self.stats.join_attempts += 1;
+        }
+        let base = self
+            .config
+            .join_retry
+            .saturating_mul(1 << self.join_attempt.min(16))
+            .min(self.config.join_retry_max);
+        self.join_attempt += 1;
+        let jitter = 0.75 + 0.5 * self.rng.random::<f64>();
+        self.next_join = Some(now + base.mul_f64(jitter));
+    }
+
+    fn fire_relays(&mut self, now: Instant) {
+        while self.relays.front().is_some_and(|r| now >= r.deadline) {
+            if let Some(r) = self.relays.pop_front() {
+                self.out.push_back(Intent::Nack {
+                    to: r.requester,
+                    seq: r.requester_seq,
+                });
+            }
+        }
+    }
+
+    /// The start of a protocol period: settle the previous probe, then probe the next
+    /// member. `due` is when this tick was scheduled: firing much later means this node
+    /// itself stalled, and the previous probe's silence proves nothing about its target.
+    fn probe_tick(&mut self, now: Instant, due: Instant) {
+        let stalled = now.saturating_duration_since(due) > self.config.probe_timeout;
+        if stalled {
+            self.stats.stalls += 1;
+            self.health.degrade(1);
+            self.probe = None;
+        }
+        if let Some(p) = self.probe.take() {
+            if p.acked {
+                self.health.improve();
+            } else {
+                self.stats.probe_failures += 1;
+                self.health.degrade(1);
+                if p.nacks < p.nacks_expected {
+                    // Relays that did not even nack: this node's own links or CPU may be
+                    // the problem (Lifeguard).
+                    self.health.degrade(1);
+                }
+                self.suspect(now, p.target);
+            }
+        }
+        let period = self.health.scale(self.config.probe_interval);
+        self.next_probe = Some(now + period);
+        if self.phase != Phase::Member {
+            return;
+        }
+        let me = self.config.id;
+        let table = &self.table;
+        let target = self.probe_order.next(
+            &mut self.rng,
+            |id| id != me && table.get(id).is_some_and(Member::is_live),
+            |v| {
+                v.extend(
+                    table
+                        .iter()
+                        .filter(|m| m.is_live() && m.id != me)
+                        .map(|m| m.id),
+                )
+            },
+        );
+        let Some(target) = target else { return };
+        let Some(addr) = self.table.get(target).map(|m| m.addr) else {
+            return;
+        };
+        let seq = self.take_seq();
+        self.stats.probes += 1;
+        self.probe = Some(Probe {
+            target,
+            seq,
+            acked: false,
+            indirect_at: Some(now + self.health.scale(self.config.probe_timeout)),
+            nacks_expected: 0,
+            nacks: 0,
+        });
+        self.out.push_back(Intent::Ping {
+            to: addr,
+            seq,
+            target,
+        });
+    }
+
+    fn probe_indirectly(&mut self, now: Instant) {
+        let Some(p) = self.probe.as_mut() else { return };
+        p.indirect_at = None;
+        if p.acked {
+            return;
+        }
+        let (target, seq) = (p.target, p.seq);
+        let Some(target_addr) = self.table.get(target).map(|m| m.addr) else {
+            return;
+        };
+        let _ = now;
+        self.scratch_peers.clear();
+        let exclude = [self.config.id, target];
+        self.table.sample_live(
+            &mut self.rng,
+            self.config.indirect_probes,
+            &exclude,
+            &mut self.scratch_peers,
+        );
+        let n = self.scratch_peers.len();
+        for i in 0..n {
+            let (_, to) = self.scratch_peers[i];
+            self.out.push_back(Intent::PingReq {
+                to,
+                seq,
+                target,
+                target_addr,
+            });
+        }
+        self.stats.indirect_probes += n as u64;
+        if let Some(p) = self.probe.as_mut() {
+            p.nacks_expected = n as u32;
+        }
+    }
+
+    /// This node's probe of `id` failed: suspect it.
+    fn suspect(&mut self, now: Instant, id: NodeId) {
+        let Some(m) = self.table.get(id) else { return };
+        if m.status != Status::Alive {
+            return;
+        }
+        let inc = m.incarnation;
+        self.stats.suspicions += 1;
+        self.table
+            .update_with(id, now, |m| m.status = Status::Suspect);
+        self.push_event(Event::Suspected(id));
+        self.start_suspicion(now, id, inc, self.config.id);
+        self.broadcasts.push(id);
+        self.gossip_soon(now);
+    }
+
+    fn start_suspicion(&mut self, now: Instant, id: NodeId, incarnation: u64, accuser: NodeId) {
+        let timeout = suspicion_timeout(
+            self.table.live_count(),
+            self.config.probe_interval,
+            self.config.suspicion_mult,
+            self.config.suspicion_max_mult,
+            0,
+        );
+        let deadline = now + timeout;
+        self.suspicions.insert(
+            id,
+            Suspicion {
+                incarnation,
+                started: now,
+                accusers: vec![accuser],
+                deadline,
+            },
+        );
+        self.suspicion_heap.push(Reverse((deadline, id)));
+    }
+
+    /// Another member independently suspects `id`: shorten the timeout (Lifeguard).
+    fn confirm_suspicion(&mut self, now: Instant, id: NodeId, incarnation: u64, accuser: NodeId) {
+        let n = self.table.live_count();
+        let k = expected_confirmations(n, self.config.suspicion_mult) as usize;
+        let Some(s) = self.suspicions.get_mut(&id) else {
+            return;
+        };
+        if s.incarnation != incarnation || s.accusers.contains(&accuser) || s.accusers.len() > k {
+            return;
+        }
+        s.accusers.push(accuser);
+        let timeout = suspicion_timeout(
+            n,
+            self.config.probe_interval,
+            self.config.suspicion_mult,
+            self.config.suspicion_max_mult,
+            (s.accusers.len() - 1) as u32,
+        );
+        s.deadline = (s.started + timeout).max(now);
+        let deadline = s.deadline;
+        self.suspicion_heap.push(Reverse((deadline, id)));
+    }
+
+    fn fire_suspicions(&mut self, now: Instant) {
+        while let Some(&Reverse((t, id))) = self.suspicion_heap.peek() {
+            if t > now {
+                break;
+            }
+            self.suspicion_heap.pop();
+            let Some(s) = self.suspicions.get(&id) else {
+                continue;
+            };
+            if s.deadline > now {
+                continue; // a stale heap entry; the live one is later
+            }
+            let inc = s.incarnation;
+            self.suspicions.remove(&id);
+            let still = self
+                .table
+                .get(id)
+                .is_some_and(|m| m.status == Status::Suspect && m.incarnation == inc);
+            if still {
+                self.stats.declared_dead += 1;
+                self.table.update_with(id, now, |m| m.status = Status::Dead);
+                self.push_event(Event::Failed(id));
+                self.broadcasts.push(id);
+                self.gossip_soon(now);
+                self.placement_dirty(now);
+            }
+        }
+    }
+
+    /// Ask for a gossip round soon: at once, unless one went out less than a quarter of
+    /// a gossip interval ago (so a burst of news costs a few datagrams, not one each).
+    fn gossip_soon(&mut self, now: Instant) {
+        if !matches!(self.phase, Phase::Member | Phase::Leaving(_)) {
+            return;
+        }
+        let earliest = match self.last_gossip {
+            Some(t) => (t + self.config.gossip_interval / 4).max(now),
+            None => now,
+        };
+        if self.next_gossip.is_none_or(|t| t > earliest) {
+            self.next_gossip = Some(earliest);
+        }
+    }
+
+    fn gossip_tick(&mut self, now: Instant) {
+        self.next_gossip = None;
+        if self.broadcasts.is_empty() {
+            return;
+        }
+        self.push_now(now, self.config.gossip_fanout);
+        // Pending updates keep the regular rhythm going until they are all sent out.
+        self.next_gossip = Some(now + self.config.gossip_interval);
+    }
+
+    /// Send pending updates to `fanout` random live members now.
+    fn push_now(&mut self, now: Instant, fanout: usize) {
+        self.last_gossip = Some(now);
+        self.scratch_peers.clear();
+        self.table.sample_live(
+            &mut self.rng,
+            fanout,
+            &[self.config.id],
+            &mut self.scratch_peers,
+        );
+        for i in 0..self.scratch_peers.len() {
+            let (_, to) = self.scratch_peers[i];
+            self.out.push_back(Intent::Gossip {
+                to,
+                with_self: false,
+            });
+        }
+    }
+
+    fn push_pull_tick(&mut self, now: Instant) {
+        let interval = self.config.push_pull_interval;
+        self.next_push_pull = Some(now + interval.mul_f64(0.75 + 0.5 * self.rng.random::<f64>()));
+        if self.phase != Phase::Member {
+            return;
+        }
+        if let Some(m) = self.table.random_live(&mut self.rng, self.config.id) {
+            let to = m.addr;
+            self.out.push_back(Intent::Summary { to, reply: false });
+            self.stats.push_pulls += 1;
+        }
+    }
+
+    /// Anti-entropy with a dead member, and with a seed when the view has shrunk sharply:
+    /// if the "dead" side of a partition answers, the two sides merge their tables and
+    /// refute, and the partition heals without an operator.
+    fn dead_gossip_tick(&mut self, now: Instant) {
+        let live = self.table.live_count();
+        // The peak decays slowly, so a cluster that shrank for good stops calling out.
+        self.peak_live = live.max(self.peak_live - self.peak_live / 32);
+        let shrunk = live * 2 < self.peak_live;
+        let interval = if shrunk {
+            self.config.probe_interval
+        } else {
+            self.config.dead_gossip_interval
+        };
+        self.next_dead_gossip = Some(now + interval.mul_f64(0.75 + 0.5 * self.rng.random::<f64>()));
+        if self.phase != Phase::Member {
+            return;
+        }
+        let dead = self
+            .table
+            .random_dead(&mut self.rng)
+            .filter(|m| m.status == Status::Dead)
+            .map(|m| m.addr);
+        if let Some(to) = dead {
+            self.out.push_back(Intent::Summary { to, reply: false });
+            self.stats.push_pulls += 1;
+        }
+        if shrunk && !self.seeds.is_empty() {
+            let to = self.seeds[self.rng.random_range(0..self.seeds.len())];
+            self.out.push_back(Intent::Summary { to, reply: false });
+            self.stats.push_pulls += 1;
+        }
+    }
+
+    fn gc_tick(&mut self, now: Instant) {
+        self.next_gc = now + self.config.tombstone_ttl / 4;
+        self.table
+            .collect_tombstones(now, self.config.tombstone_ttl);
+    }
+
+    fn placement_dirty(&mut self, now: Instant) {
+        if self.router.is_some() && self.next_placement.is_none() {
+            self.next_placement = Some(now + self.config.placement_debounce);
+        }
+    }
+
+    /// Build placement afresh from the live, undrained members in id order, so every node
+    /// holding the same view publishes the same layout whatever order it learned it in.
+    fn rebuild_placement(&mut self) {
+        self.next_placement = None;
+        let (Some(router), Some(p)) = (&self.router, self.config.placement) else {
+            return;
+        };
+        let mut nodes: Vec<placement::Node> = self
+            .table
+            .iter()
+            .filter(|m| m.in_placement())
+            .map(|m| placement::Node::new(m.id.0, m.addr.to_string()))
+            .collect();
+        if nodes.is_empty() {
+            return; // a drained node alone: keep the last placement
+        }
+        nodes.sort_by_key(|n| n.id);
+        match p.scheme.build(&nodes, p.seed) {
+            Ok(built) => {
+                let version = router.publish(built);
+                self.stats.placement_builds += 1;
+                self.push_event(Event::PlacementChanged {
+                    version,
+                    members: nodes.len(),
+                });
+            }
+            Err(e) => {
+                self.stats.placement_errors += 1;
+                tracing::warn!(error = %e, "placement rebuild failed; keeping the previous one");
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Writing datagrams
+
+    fn take_seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= self.config.event_capacity {
+            self.stats.events_dropped += 1;
+        } else {
+            self.events.push_back(e);
+        }
+    }
+
+    /// Write one intent as a frame at the end of `buf`; returns the destination, or `None`
+    /// when the intent produced nothing to send. Intents too big for one datagram put
+    /// their remainder back at the front of the queue.
+    fn write(&mut self, intent: Intent, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        let mut w = FrameWriter::new(buf, &self.frame, self.config.id, self.keys.as_ref());
+        let mut piggyback = true;
+        let to = match intent {
+            Intent::Ping { to, seq, target } => {
+                w.try_push(&Message::Ping(Ping { seq, target }));
+                to
+            }
+            Intent::PingReq {
+                to,
+                seq,
+                target,
+                target_addr,
+            } => {
+                w.try_push(&Message::PingReq(PingReq {
+                    seq,
+                    target,
+                    target_addr,
+                }));
+                to
+            }
+            Intent::Ack { to, seq } => {
+                w.try_push(&Message::Ack(Ack { seq }));
+                to
+            }
+            Intent::Nack { to, seq } => {
+                w.try_push(&Message::Nack(Nack { seq }));
+                to
+            }
+            Intent::Join { to } => {
+                let me = self.table.get(self.config.id)?;
+                w.try_push(&Message::Join(Join {
+                    incarnation: me.incarnation,
+                    addr: me.addr,
+                    metadata: &me.metadata,
+                }));
+                to
+            }
+            Intent::Gossip { to, with_self } => {
+                if with_self {
+                    let me = self.table.get(self.config.id)?;
+                    w.try_push(&Message::Member(me.as_update()));
+                }
+                to
+            }
+            Intent::Summary { to, reply } => {
+                self.round += 1;
+                w.try_push(&Message::MemberSummary(MemberSummary {
+                    round: self.round,
+                    reply,
+                    buckets: crate::codec::List::new(self.table.buckets()),
+                }));
+                to
+            }
+            Intent::Updates { to, ids, mut pos } => {
+                piggyback = false;
+                while pos < ids.len() {
+                    let Some(m) = self.table.get(ids[pos]) else {
+                        pos += 1;
+                        continue;
+                    };
+                    if !w.try_push(&Message::Member(m.as_update())) {
+                        break;
+                    }
+                    pos += 1;
+                }
+                if pos < ids.len() && !w.is_empty() {
+                    self.out.push_front(Intent::Updates { to, ids, pos });
+                }
+                to
+            }
+            Intent::Digest { to, ids, mut pos } => {
+                piggyback = false;
+                // Room for the record header and the digest's own fields.
+                let budget = w.remaining().saturating_sub(32);
+                self.scratch_digest.clear();
+                let mut used = 0;
+                while pos < ids.len() {
+                    let Some(m) = self.table.get(ids[pos]) else {
+                        pos += 1;
+                        continue;
+                    };
+                    let e = m.as_digest();
+                    let len = crate::codec::ListItem::encoded_len(&e);
+                    if used + len > budget {
+                        break;
+                    }
+                    used += len;
+                    self.scratch_digest.push(e);
+                    pos += 1;
+                }
+                self.round += 1;
+                w.try_push(&Message::Digest(Digest {
+                    round: self.round,
+                    part: 0,
+                    parts: 1,
+                    entries: crate::codec::List::new(&self.scratch_digest),
+                }));
+                if pos < ids.len() && !self.scratch_digest.is_empty() {
+                    self.out.push_front(Intent::Digest { to, ids, pos });
+                }
+                to
+            }
+            Intent::Request { to, ids, mut pos } => {
+                piggyback = false;
+                let budget = w.remaining().saturating_sub(24);
+                let start = pos;
+                let mut used = 0;
+                while pos < ids.len() {
+                    let len = crate::codec::ListItem::encoded_len(&ids[pos]);
+                    if used + len > budget {
+                        break;
+                    }
+                    used += len;
+                    pos += 1;
+                }
+                self.scratch_ids.clear();
+                self.scratch_ids.extend_from_slice(&ids[start..pos]);
+                w.try_push(&Message::StateRequest(StateRequest {
+                    round: self.round,
+                    ids: crate::codec::List::new(&self.scratch_ids),
+                }));
+                if pos < ids.len() && pos > start {
+                    self.out.push_front(Intent::Request { to, ids, pos });
+                }
+                to
+            }
+        };
+        if piggyback {
+            let limit = retransmit_limit(self.table.live_count(), self.config.retransmit_mult);
+            let table = &self.table;
+            self.broadcasts.take(limit, |id| match table.get(id) {
+                Some(m) => w.try_push(&Message::Member(m.as_update())),
+                None => true,
+            });
+        }
+        if w.is_empty() {
+            return None;
+        }
+        w.finish();
+        Some(to)
+    }
+}
+
+impl Endpoint for Node {
+    type Command = Command;
+
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) {
+        Node::handle_datagram(self, now, from, data);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Node::handle_timeout(self, now);
+    }
+
+    fn handle_command(&mut self, now: Instant, cmd: Command) {
+        Node::handle_command(self, now, cmd);
+    }
+
+    fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<SocketAddr> {
+        Node::poll_transmit(self, now, buf)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Node::poll_timeout(self)
+    }
+}
