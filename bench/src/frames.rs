@@ -63,6 +63,7 @@ pub fn member_updates(count: usize, seed: u64) -> Vec<MemberUpdate<'static>> {
             drained: false,
             meta_version: rng.random_range(1..20),
             metadata: METADATA,
+            accuser: None,
         })
         .collect()
 }

@@ -12,7 +12,10 @@
 //! - [`codec`]: the versioned wire format, with optional authenticated encryption and a
 //!   rotating key ring;
 //! - [`runtime`]: the thread-per-core UDP runtime (io_uring, with a portable epoll
-//!   fallback) that hosts sans-IO endpoints.
+//!   fallback) that hosts sans-IO endpoints;
+//! - `sim` (feature `sim`, on by default): a deterministic single-threaded network
+//!   simulator that runs thousands of the same endpoints in virtual time, with loss,
+//!   latency, duplication, reordering, partitions, crashes and pauses.
 //!
 //! Membership and failure detection, the CRDT store and the embeddable `Engine` build on
 //! these.
@@ -37,3 +40,5 @@ pub mod membership;
 pub mod node;
 pub mod placement;
 pub mod runtime;
+#[cfg(feature = "sim")]
+pub mod sim;

@@ -51,6 +51,7 @@ fn decoding_and_rewriting_do_not_allocate() {
             drained: false,
             meta_version: 9,
             metadata: b"zone=eu-1",
+            accuser: Some(NodeId(2)),
         }),
         Message::CrdtDigest(hearsay::codec::CrdtDigest {
             partition: 3,

@@ -543,6 +543,10 @@ pub struct MemberUpdate<'a> {
     pub meta_version: u64,
     /// Application metadata, at most [`MAX_METADATA_LEN`] bytes.
     pub metadata: &'a [u8],
+    /// Who first suspected the member, carried with suspicions so receivers can count
+    /// independent accusers (Lifeguard's confirmations) rather than relays. An optional
+    /// trailing field: written only when present, read when bytes remain in the body.
+    pub accuser: Option<NodeId>,
 }
 
 impl<'a> Body<'a> for MemberUpdate<'a> {
@@ -554,6 +558,7 @@ impl<'a> Body<'a> for MemberUpdate<'a> {
             + 1
             + varint_len(self.meta_version)
             + bytes_len(self.metadata)
+            + self.accuser.map_or(0, |a| varint_len(a.0))
     }
     fn put_body(&self, out: &mut Vec<u8>) {
         put_varint(out, self.id.0);
@@ -562,6 +567,9 @@ impl<'a> Body<'a> for MemberUpdate<'a> {
         out.push(pack_state(self.status, self.drained));
         put_varint(out, self.meta_version);
         put_bytes(out, self.metadata);
+        if let Some(a) = self.accuser {
+            put_varint(out, a.0);
+        }
     }
     fn get_body(input: &mut &'a [u8]) -> Result<Self, DecodeError> {
         let id = get_node_id(input)?;
@@ -576,6 +584,11 @@ impl<'a> Body<'a> for MemberUpdate<'a> {
             drained,
             meta_version: get_varint(input)?,
             metadata: get_prefixed(input, MAX_METADATA_LEN, "metadata")?,
+            accuser: if input.is_empty() {
+                None
+            } else {
+                Some(get_node_id(input)?)
+            },
         })
     }
     fn check(&self) -> Result<(), EncodeError> {
@@ -1269,6 +1282,7 @@ mod tests {
             drained: true,
             meta_version: 3,
             metadata: b"az",
+            accuser: None,
         });
         assert_eq!(
             encode(&member),
@@ -1540,6 +1554,7 @@ mod tests {
                 drained: false,
                 meta_version: 0,
                 metadata: b"",
+                accuser: None,
             }
             .into(),
             Digest {

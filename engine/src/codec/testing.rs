@@ -20,7 +20,16 @@ pub(crate) enum Owned {
     Nack(Nack),
     Join(u64, SocketAddr, Vec<u8>),
     Leave(Leave),
-    Member(NodeId, SocketAddr, u64, Status, bool, u64, Vec<u8>),
+    Member(
+        NodeId,
+        SocketAddr,
+        u64,
+        Status,
+        bool,
+        u64,
+        Vec<u8>,
+        Option<NodeId>,
+    ),
     Digest(u64, u16, u16, Vec<DigestEntry>),
     StateRequest(u64, Vec<NodeId>),
     MemberSummary(u64, bool, Vec<SummaryBucket>),
@@ -44,17 +53,25 @@ impl Owned {
                 metadata,
             }),
             Self::Leave(m) => Message::Leave(*m),
-            Self::Member(id, addr, incarnation, status, drained, meta_version, metadata) => {
-                Message::Member(MemberUpdate {
-                    id: *id,
-                    addr: *addr,
-                    incarnation: *incarnation,
-                    status: *status,
-                    drained: *drained,
-                    meta_version: *meta_version,
-                    metadata,
-                })
-            }
+            Self::Member(
+                id,
+                addr,
+                incarnation,
+                status,
+                drained,
+                meta_version,
+                metadata,
+                accuser,
+            ) => Message::Member(MemberUpdate {
+                id: *id,
+                addr: *addr,
+                incarnation: *incarnation,
+                status: *status,
+                drained: *drained,
+                meta_version: *meta_version,
+                metadata,
+                accuser: *accuser,
+            }),
             Self::Digest(round, part, parts, entries) => Message::Digest(Digest {
                 round: *round,
                 part: *part,
@@ -174,8 +191,9 @@ pub(crate) fn member() -> impl Strategy<Value = Owned> {
         any::<bool>(),
         int(),
         bytes(MAX_METADATA_LEN),
+        proptest::option::of(node_id()),
     )
-        .prop_map(|(id, a, i, s, d, v, m)| Owned::Member(id, a, i, s, d, v, m))
+        .prop_map(|(id, a, i, s, d, v, m, x)| Owned::Member(id, a, i, s, d, v, m, x))
 }
 
 pub(crate) fn digest_entry() -> impl Strategy<Value = DigestEntry> {

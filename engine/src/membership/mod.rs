@@ -49,6 +49,8 @@ pub struct Member {
     pub meta_version: u64,
     /// Its application metadata.
     pub metadata: Vec<u8>,
+    /// While suspect: who suspected it first (not part of the merge order).
+    pub accuser: Option<NodeId>,
 }
 
 impl Member {
@@ -77,6 +79,7 @@ impl Member {
             drained: self.drained,
             meta_version: self.meta_version,
             metadata: &self.metadata,
+            accuser: self.accuser.filter(|_| self.status == Status::Suspect),
         }
     }
 
@@ -100,6 +103,7 @@ impl Member {
             drained: u.drained,
             meta_version: u.meta_version,
             metadata: u.metadata.to_vec(),
+            accuser: u.accuser,
         }
     }
 }
@@ -301,6 +305,7 @@ impl MemberTable {
                             m.incarnation = u.incarnation;
                             m.status = u.status;
                             m.drained = u.drained;
+                            m.accuser = u.accuser;
                             if m.meta_version != u.meta_version {
                                 m.meta_version = u.meta_version;
                                 m.metadata.clear();
@@ -425,6 +430,7 @@ impl MemberTable {
                 drained: false,
                 meta_version: 0,
                 metadata: Vec::new(),
+                accuser: None,
             },
         );
         self.account(&old, false);
@@ -480,6 +486,7 @@ mod tests {
             drained: false,
             meta_version: 0,
             metadata: Vec::new(),
+            accuser: None,
         }
     }
 

@@ -302,6 +302,8 @@ pub struct Node {
     probe: Option<Probe>,
     relays: VecDeque<Relay>,
     suspicions: HashMap<NodeId, Suspicion>,
+    /// Suspects not probed by this node since their suspicion started: probed first.
+    suspects_to_probe: VecDeque<NodeId>,
     suspicion_heap: BinaryHeap<Reverse<(Instant, NodeId)>>,
 
     /// When the next protocol period starts.
@@ -352,6 +354,7 @@ impl Node {
             drained: false,
             meta_version: 0,
             metadata: config.metadata.clone(),
+            accuser: None,
         };
         let table = MemberTable::new(local, now, rng.random());
         let router = match config.placement {
@@ -387,6 +390,7 @@ impl Node {
             probe: None,
             relays: VecDeque::new(),
             suspicions: HashMap::new(),
+            suspects_to_probe: VecDeque::new(),
             suspicion_heap: BinaryHeap::new(),
             next_probe: Some(next_probe),
             next_gossip: None,
@@ -747,6 +751,7 @@ impl Node {
                     drained: false,
                     meta_version: 0,
                     metadata: j.metadata,
+                    accuser: None,
                 };
                 self.handle_update(now, from, sender, &u, corrections);
                 self.out.push_back(Intent::Gossip {
@@ -809,7 +814,7 @@ impl Node {
         corrections: &mut usize,
     ) {
         if u.id == self.config.id {
-            self.hear_about_self(now, u);
+            self.hear_about_self(now, from, u, corrections);
             return;
         }
         match self.table.merge(u, now) {
@@ -823,7 +828,7 @@ impl Node {
                     self.gossip_soon(now);
                     self.peak_live = self.peak_live.max(self.table.live_count());
                     if u.status == Status::Suspect {
-                        self.start_suspicion(now, u.id, u.incarnation, sender);
+                        self.start_suspicion(now, u.id, u.incarnation, u.accuser.unwrap_or(sender));
                     }
                 }
             }
@@ -833,11 +838,13 @@ impl Node {
                 meta_version,
             } => {
                 self.stats.updates_merged += 1;
-                self.after_change(now, u.id, status, drained, meta_version, sender);
+                let accuser = u.accuser.unwrap_or(sender);
+                self.after_change(now, u.id, status, drained, meta_version, accuser);
             }
             Merge::Same => {
                 if u.status == Status::Suspect {
-                    self.confirm_suspicion(now, u.id, u.incarnation, sender);
+                    let accuser = u.accuser.unwrap_or(sender);
+                    self.confirm_suspicion(now, u.id, u.incarnation, accuser);
                 }
             }
             Merge::Stale => {
@@ -857,7 +864,13 @@ impl Node {
     /// Someone says something about this node. Anything at or above the local state that
     /// differs from it (a suspicion, a death, an old incarnation after a reboot) is refuted
     /// with a higher incarnation; only this node ever raises its incarnation.
-    fn hear_about_self(&mut self, now: Instant, u: &MemberUpdate<'_>) {
+    fn hear_about_self(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        u: &MemberUpdate<'_>,
+        corrections: &mut usize,
+    ) {
         if matches!(self.phase, Phase::Leaving(_) | Phase::Stopped) {
             return;
         }
@@ -868,7 +881,21 @@ impl Node {
             && u.drained == me.drained
             && u.meta_version == me.meta_version
             && u.addr == me.addr;
-        if same || key < me.key() {
+        if same {
+            return;
+        }
+        if key < me.key() {
+            // The sender holds an old rumour about this node (say, a suspicion already
+            // refuted whose refutation it missed): answer it directly.
+            if *corrections < MAX_CORRECTIONS {
+                *corrections += 1;
+                self.stats.corrections += 1;
+                self.out.push_back(Intent::Updates {
+                    to: from,
+                    ids: vec![self.config.id],
+                    pos: 0,
+                });
+            }
             return;
         }
         let at_least = u.incarnation.max(me.incarnation);
@@ -908,7 +935,7 @@ impl Node {
         old: Status,
         old_drained: bool,
         old_meta: u64,
-        sender: NodeId,
+        accuser: NodeId,
     ) {
         let Some(m) = self.table.get(id) else { return };
         let (new, drained, incarnation) = (m.status, m.drained, m.incarnation);
@@ -940,7 +967,7 @@ impl Node {
             if old != Status::Suspect
                 || self.suspicions.get(&id).map(|s| s.incarnation) != Some(incarnation)
             {
-                self.start_suspicion(now, id, incarnation, sender);
+                self.start_suspicion(now, id, incarnation, accuser);
             }
         } else {
             self.suspicions.remove(&id);
@@ -1127,18 +1154,30 @@ impl Node {
         }
         let me = self.config.id;
         let table = &self.table;
-        let target = self.probe_order.next(
-            &mut self.rng,
-            |id| id != me && table.get(id).is_some_and(Member::is_live),
-            |v| {
-                v.extend(
-                    table
-                        .iter()
-                        .filter(|m| m.is_live() && m.id != me)
-                        .map(|m| m.id),
-                )
-            },
-        );
+        // A suspect this node has not probed yet goes first: the probe carries the
+        // suspicion to it (buddy system) and its ack carries the refutation back, so a
+        // live suspect clears itself here even if gossip lost its refutation.
+        let mut target = None;
+        while let Some(id) = self.suspects_to_probe.pop_front() {
+            if table.get(id).is_some_and(|m| m.status == Status::Suspect) {
+                target = Some(id);
+                break;
+            }
+        }
+        let target = target.or_else(|| {
+            self.probe_order.next(
+                &mut self.rng,
+                |id| id != me && table.get(id).is_some_and(Member::is_live),
+                |v| {
+                    v.extend(
+                        table
+                            .iter()
+                            .filter(|m| m.is_live() && m.id != me)
+                            .map(|m| m.id),
+                    )
+                },
+            )
+        });
         let Some(target) = target else { return };
         let Some(addr) = self.table.get(target).map(|m| m.addr) else {
             return;
@@ -1219,7 +1258,12 @@ impl Node {
             self.config.suspicion_max_mult,
             0,
         );
-        let deadline = now + timeout;
+        // A node that is itself unhealthy (Lifeguard's score) also gives suspects longer:
+        // its own slowness or lossy links are the likelier cause of the silence.
+        let deadline = now + self.health.scale(timeout);
+        if accuser != self.config.id {
+            self.suspects_to_probe.push_back(id);
+        }
         self.suspicions.insert(
             id,
             Suspicion {
@@ -1250,7 +1294,7 @@ impl Node {
             self.config.suspicion_max_mult,
             (s.accusers.len() - 1) as u32,
         );
-        s.deadline = (s.started + timeout).max(now);
+        s.deadline = (s.started + self.health.scale(timeout)).max(now);
         let deadline = s.deadline;
         self.suspicion_heap.push(Reverse((deadline, id)));
     }
@@ -1445,6 +1489,15 @@ impl Node {
         let to = match intent {
             Intent::Ping { to, seq, target } => {
                 w.try_push(&Message::Ping(Ping { seq, target }));
+                // Lifeguard's buddy system: a suspect hears of its suspicion from the
+                // very probe, so it can refute before the timeout.
+                if let Some(m) = self
+                    .table
+                    .get(target)
+                    .filter(|m| m.status == Status::Suspect)
+                {
+                    w.try_push(&Message::Member(m.as_update()));
+                }
                 to
             }
             Intent::PingReq {

@@ -1,0 +1,450 @@
+//! Membership behaviour on the deterministic simulator: join, failure detection, loss,
+//! stalls, partitions, reboots, leave, drain and hostile input. Bounds are in protocol
+//! periods derived from the configuration, never in wall-clock time.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hearsay::codec::{FrameConfig, FrameWriter, MemberUpdate, Message, Status};
+use hearsay::detector::suspicion_timeout;
+use hearsay::node::{Command, Event, Node, NodeConfig, PlacementConfig, Preset};
+use hearsay::placement::{NodeId, Scheme};
+use hearsay::sim::{Check, LinkConfig, Sim, SimConfig};
+
+const CLUSTER: &[u8] = b"test";
+
+fn config(addr: SocketAddr, placement: bool) -> NodeConfig {
+    let mut c = NodeConfig::new(Preset::Lan, addr, CLUSTER);
+    if placement {
+        c.placement = Some(PlacementConfig {
+            scheme: Scheme::Jump,
+            seed: 7,
+        });
+    }
+    c
+}
+
+fn period() -> Duration {
+    NodeConfig::new(Preset::Lan, "127.0.0.1:1".parse().unwrap(), CLUSTER).probe_interval
+}
+
+/// A simulator with `n` nodes: node 0 starts the cluster, every other node joins through it.
+fn cluster(n: usize, seed: u64, placement: bool) -> Sim<Node> {
+    let mut sim = Sim::new(SimConfig {
+        seed,
+        check: Check::Interval(period() / 10),
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let now = sim.now();
+    for _ in 0..n {
+        sim.add_node(|addr| Node::new(config(addr, placement), now).unwrap());
+    }
+    let seed_addr = sim.addr(0).unwrap();
+    sim.command(0, Command::Join(vec![])).unwrap();
+    for i in 1..n {
+        sim.command(i, Command::Join(vec![seed_addr])).unwrap();
+    }
+    sim
+}
+
+/// Every running node sees exactly `live` live members, with the same view.
+fn converged(sim: &Sim<Node>, live: usize) -> bool {
+    let mut hash = None;
+    for (_, node) in sim.nodes() {
+        if node.is_stopped() {
+            continue;
+        }
+        if node.live_count() != live {
+            return false;
+        }
+        match hash {
+            None => hash = Some(node.view_hash()),
+            Some(h) if h != node.view_hash() => return false,
+            Some(_) => {}
+        }
+    }
+    true
+}
+
+/// Run until converged on `live` members; returns the virtual time it took.
+fn converge(sim: &mut Sim<Node>, live: usize, within_periods: u32) -> Duration {
+    let start = sim.now();
+    let deadline = start + period() * within_periods;
+    assert!(
+        sim.run_until(deadline, |s| converged(s, live)),
+        "no convergence on {live} members within {within_periods} periods"
+    );
+    sim.now() - start
+}
+
+fn declared_dead(sim: &Sim<Node>) -> u64 {
+    sim.nodes().map(|(_, n)| n.stats().declared_dead).sum()
+}
+
+/// What every running node other than `about` believes about its status.
+fn status_everywhere(sim: &Sim<Node>, about: usize, id: NodeId) -> Vec<Option<Status>> {
+    sim.nodes()
+        .filter(|(i, n)| *i != about && !n.is_stopped())
+        .map(|(_, n)| n.member(id).map(|m| m.status))
+        .collect()
+}
+
+#[test]
+fn thousand_nodes_join_through_one_seed_and_agree_on_view_and_placement() {
+    let n = 1000;
+    let mut sim = cluster(n, 1, true);
+    let took = converge(&mut sim, n, 60);
+    eprintln!(
+        "1000 nodes converged in {:.1} periods",
+        took.as_secs_f64() / period().as_secs_f64()
+    );
+    // Let the debounced placement rebuilds run, then compare owners of many keys.
+    sim.run_for(period());
+    let reference = sim.node(0).unwrap().router().unwrap().snapshot();
+    assert_eq!(reference.nodes().len(), n);
+    for (_, node) in sim.nodes() {
+        let snap = node.router().unwrap().snapshot();
+        assert_eq!(snap.nodes().len(), n);
+        for k in 0..200u64 {
+            assert_eq!(snap.lookup(k).id, reference.lookup(k).id);
+        }
+    }
+    assert_eq!(declared_dead(&sim), 0);
+}
+
+#[test]
+fn a_killed_node_is_declared_dead_by_everyone_within_the_configured_bound() {
+    let n = 64;
+    let mut sim = cluster(n, 2, false);
+    converge(&mut sim, n, 30);
+    let victim = 17;
+    let victim_id = sim.node(victim).unwrap().id();
+    sim.kill(victim).unwrap();
+    let c = sim.node(0).unwrap().config().clone();
+    // Every node probes each member once per round of n − 1 periods, but with n probers
+    // some probe the victim within a period or two; give it 3. Then the longest
+    // suspicion (no confirmations), then 3 periods of dissemination.
+    let bound = c.probe_interval * 3
+        + suspicion_timeout(
+            n,
+            c.probe_interval,
+            c.suspicion_mult,
+            c.suspicion_max_mult,
+            0,
+        )
+        + c.probe_interval * 3;
+    let start = sim.now();
+    let ok = sim.run_until(start + bound, |s| {
+        status_everywhere(s, victim, victim_id)
+            .iter()
+            .all(|st| *st == Some(Status::Dead))
+    });
+    assert!(ok, "not everyone declared the node dead within {bound:?}");
+    eprintln!(
+        "failure known by all after {:.1} periods (bound {:.1})",
+        (sim.now() - start).as_secs_f64() / c.probe_interval.as_secs_f64(),
+        bound.as_secs_f64() / c.probe_interval.as_secs_f64()
+    );
+    assert!(converged(&sim, n - 1));
+}
+
+fn no_false_positives_under_loss(loss: f64, seed: u64) {
+    let n = 32;
+    let mut sim = cluster(n, seed, false);
+    converge(&mut sim, n, 30);
+    sim.set_default_link(LinkConfig::default().with_loss(loss))
+        .unwrap();
+    sim.run_for(period() * 200);
+    assert_eq!(
+        declared_dead(&sim),
+        0,
+        "a live node was declared dead at {loss} loss"
+    );
+    for (_, node) in sim.nodes() {
+        assert_eq!(node.live_count(), n);
+    }
+    sim.set_default_link(LinkConfig::default()).unwrap();
+    converge(&mut sim, n, 30);
+}
+
+#[test]
+fn ten_percent_loss_for_200_periods_declares_no_one_dead() {
+    no_false_positives_under_loss(0.10, 3);
+}
+
+#[test]
+fn thirty_percent_loss_for_200_periods_declares_no_one_dead() {
+    no_false_positives_under_loss(0.30, 4);
+}
+
+#[test]
+fn a_stalled_node_causes_no_false_declarations() {
+    let n = 32;
+    let mut sim = cluster(n, 5, false);
+    converge(&mut sim, n, 30);
+    let stalled = 9;
+    // Stalled for three periods: it misses its own probe deadlines and then sees a burst
+    // of stale acks and timeouts at once.
+    sim.pause(stalled, period() * 3).unwrap();
+    sim.run_for(period() * 60);
+    assert_eq!(declared_dead(&sim), 0);
+    let node = sim.node(stalled).unwrap();
+    assert!(node.stats().stalls >= 1, "the stall was not noticed");
+    assert_eq!(
+        node.stats().suspicions,
+        0,
+        "the stalled node accused someone"
+    );
+    converge(&mut sim, n, 30);
+}
+
+#[test]
+fn a_healed_partition_merges_into_one_view_without_losing_or_resurrecting_anyone() {
+    let n = 40;
+    let mut sim = cluster(n, 6, false);
+    converge(&mut sim, n, 30);
+    // A node that really died before the partition must stay dead after it.
+    let dead = 39;
+    let dead_id = sim.node(dead).unwrap().id();
+    sim.kill(dead).unwrap();
+    let c = sim.node(0).unwrap().config().clone();
+    let settle = c.probe_interval * 3
+        + suspicion_timeout(
+            n,
+            c.probe_interval,
+            c.suspicion_mult,
+            c.suspicion_max_mult,
+            0,
+        )
+        + c.probe_interval * 3;
+    sim.run_for(settle);
+    assert!(converged(&sim, n - 1));
+
+    let a: Vec<usize> = (0..n / 2).collect();
+    let b: Vec<usize> = (n / 2..n).collect();
+    sim.partition(&[a, b]).unwrap();
+    sim.run_for(period() * 100);
+    // Each side has written the other off.
+    assert!(sim.node(0).unwrap().live_count() < n - 1);
+
+    sim.heal();
+    let took = converge(&mut sim, n - 1, 120);
+    eprintln!(
+        "partition healed in {:.1} periods",
+        took.as_secs_f64() / period().as_secs_f64()
+    );
+    for st in status_everywhere(&sim, dead, dead_id) {
+        assert!(
+            matches!(st, None | Some(Status::Dead)),
+            "the dead node came back: {st:?}"
+        );
+    }
+}
+
+#[test]
+fn a_rebooted_node_rejoins_with_a_higher_incarnation_and_leaves_no_ghost() {
+    let n = 24;
+    let mut sim = cluster(n, 7, false);
+    converge(&mut sim, n, 30);
+    let k = 5;
+    let old_inc = sim.node(k).unwrap().incarnation();
+    let id = sim.node(k).unwrap().id();
+    let now = sim.now();
+    sim.restart(k, |addr| Node::new(config(addr, false), now).unwrap())
+        .unwrap();
+    let seed_addr = sim.addr(0).unwrap();
+    sim.command(k, Command::Join(vec![seed_addr])).unwrap();
+    converge(&mut sim, n, 30);
+    let inc = sim.node(k).unwrap().incarnation();
+    assert_eq!(sim.node(k).unwrap().id(), id);
+    for (_, node) in sim.nodes() {
+        let m = node.member(id).unwrap();
+        assert_eq!(m.status, Status::Alive);
+        assert_eq!(m.incarnation, inc);
+        assert_eq!(node.members().count(), n, "a ghost entry remains");
+    }
+    assert!(inc > old_inc || old_inc == 0);
+}
+
+#[test]
+fn a_graceful_leave_reaches_everyone_and_declares_no_one_dead() {
+    let n = 24;
+    let mut sim = cluster(n, 8, false);
+    converge(&mut sim, n, 30);
+    let k = 3;
+    let id = sim.node(k).unwrap().id();
+    sim.command(k, Command::Leave).unwrap();
+    let start = sim.now();
+    let ok = sim.run_until(start + period() * 5, |s| {
+        status_everywhere(s, k, id)
+            .iter()
+            .all(|st| *st == Some(Status::Left))
+    });
+    assert!(ok, "the leave did not reach everyone within 5 periods");
+    sim.run_for(period() * 5);
+    assert!(sim.node(k).unwrap().is_stopped());
+    assert_eq!(declared_dead(&sim), 0);
+    assert!(converged(&sim, n - 1));
+}
+
+#[test]
+fn drain_changes_placement_but_not_membership() {
+    let n = 16;
+    let mut sim = cluster(n, 9, true);
+    converge(&mut sim, n, 30);
+    sim.run_for(period());
+    let k = 4;
+    let id = sim.node(k).unwrap().id();
+    sim.command(k, Command::Drain).unwrap();
+    let start = sim.now();
+    let out_of_placement = |s: &Sim<Node>| {
+        s.nodes().all(|(_, node)| {
+            let snap = node.router().unwrap().snapshot();
+            snap.nodes().len() == n - 1 && snap.nodes().iter().all(|m| m.id != id)
+        })
+    };
+    assert!(sim.run_until(start + period() * 5, out_of_placement));
+    for (_, node) in sim.nodes() {
+        assert_eq!(node.live_count(), n);
+        assert!(node.member(id).unwrap().drained);
+    }
+    sim.command(k, Command::Undrain).unwrap();
+    let start = sim.now();
+    assert!(sim.run_until(start + period() * 5, |s| {
+        s.nodes()
+            .all(|(_, node)| node.router().unwrap().snapshot().nodes().len() == n)
+    }));
+    // The drained node kept being probed and answering: nobody suspected it.
+    assert_eq!(declared_dead(&sim), 0);
+    let mut drained_events = 0;
+    for i in 0..n {
+        while let Some(e) = sim.node_mut(i).unwrap().poll_event() {
+            if e == Event::Drained(id) {
+                drained_events += 1;
+            }
+        }
+    }
+    assert_eq!(drained_events, n);
+}
+
+#[test]
+fn metadata_changes_spread() {
+    let n = 16;
+    let mut sim = cluster(n, 10, false);
+    converge(&mut sim, n, 30);
+    let id = sim.node(2).unwrap().id();
+    sim.command(2, Command::SetMetadata(b"zone=b".to_vec()))
+        .unwrap();
+    let start = sim.now();
+    assert!(sim.run_until(start + period() * 5, |s| {
+        s.nodes()
+            .all(|(_, node)| node.member(id).unwrap().metadata == b"zone=b")
+    }));
+}
+
+/// Encode one frame from `sender` holding `msgs`.
+fn frame(label: &[u8], sender: hearsay::placement::NodeId, msgs: &[Message<'_>]) -> Vec<u8> {
+    let config = FrameConfig::new(label).unwrap();
+    let mut buf = Vec::new();
+    let mut w = FrameWriter::new(&mut buf, &config, sender, None);
+    for m in msgs {
+        assert!(w.try_push(m));
+    }
+    w.finish();
+    buf
+}
+
+#[test]
+fn hostile_input_is_counted_and_dropped_without_changing_state() {
+    let n = 8;
+    let mut sim = cluster(n, 11, false);
+    converge(&mut sim, n, 30);
+    let victim_id = sim.node(1).unwrap().id();
+    let victim_addr = sim.addr(1).unwrap();
+    let inc = sim.node(1).unwrap().incarnation();
+    let attacker: SocketAddr = "10.99.0.1:7946".parse().unwrap();
+    let now: Instant = sim.now();
+    let target = sim.node_mut(0).unwrap();
+    let view = target.view_hash();
+    let before = target.stats().clone();
+
+    let mut rng_state = 0x1234_5678_u64;
+    for len in 0..300 {
+        let mut junk: Vec<u8> = (0..len)
+            .map(|_| {
+                rng_state = rng_state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (rng_state >> 56) as u8
+            })
+            .collect();
+        target.handle_datagram(now, attacker, &mut junk);
+    }
+    // A good frame, truncated at every length.
+    let good = frame(
+        CLUSTER,
+        hearsay::placement::NodeId(0xdead),
+        &[Message::Member(MemberUpdate {
+            id: hearsay::placement::NodeId(0xbeef),
+            addr: attacker,
+            incarnation: 1,
+            status: Status::Alive,
+            drained: false,
+            meta_version: 0,
+            metadata: b"",
+            accuser: None,
+        })],
+    );
+    for cut in 0..good.len() {
+        let mut t = good[..cut].to_vec();
+        target.handle_datagram(now, attacker, &mut t);
+    }
+    // Another cluster's frame.
+    let mut other = frame(b"other", hearsay::placement::NodeId(0xdead), &[]);
+    target.handle_datagram(now, attacker, &mut other);
+    // A forged refutation: the attacker claims to be node 1 and raises its incarnation.
+    let mut forged = frame(
+        CLUSTER,
+        victim_id,
+        &[Message::Member(MemberUpdate {
+            id: victim_id,
+            addr: attacker,
+            incarnation: inc + 10,
+            status: Status::Alive,
+            drained: true,
+            meta_version: 0,
+            metadata: b"evil",
+            accuser: None,
+        })],
+    );
+    target.handle_datagram(now, attacker, &mut forged);
+
+    let after = target.stats();
+    assert_eq!(target.view_hash(), view, "hostile input changed the view");
+    assert_eq!(after.updates_merged, before.updates_merged);
+    assert!(after.dropped_total() >= before.dropped_total() + 300 + good.len() as u64 - 1);
+    assert!(after.dropped.iter().any(|(r, _)| *r == "wrong_cluster"));
+    assert_eq!(after.source_mismatch, before.source_mismatch + 1);
+    let m = target.member(victim_id).unwrap();
+    assert_eq!((m.incarnation, m.drained), (inc, false));
+    assert_eq!(m.addr, victim_addr);
+    // The cluster carries on.
+    converge(&mut sim, n, 10);
+}
+
+#[test]
+fn one_seed_gives_the_same_run_bit_for_bit() {
+    let run = |seed: u64| {
+        let mut sim = cluster(40, seed, false);
+        sim.set_default_link(LinkConfig::default().with_loss(0.05))
+            .unwrap();
+        sim.run_for(period() * 20);
+        let views: Vec<u64> = sim.nodes().map(|(_, n)| n.view_hash()).collect();
+        (sim.trace_digest(), *sim.stats(), views)
+    };
+    let a = run(12);
+    let b = run(12);
+    assert_eq!(a.0, b.0);
+    assert_eq!(a.1, b.1);
+    assert_eq!(a.2, b.2);
+    assert_ne!(run(13).0, a.0);
+}
