@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use hearsay::placement::Scheme;
 
 mod placement;
+mod simrun;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -30,6 +31,70 @@ struct Cli {
 enum Command {
     /// Compare placement schemes: lookup latency, hot-spot spread, keys moved, memory.
     Placement(PlacementArgs),
+    /// Run membership on the deterministic simulator: cold start, steady-state traffic,
+    /// spread of a new member, failure detection.
+    Sim(SimArgs),
+}
+
+/// Flags of the simulator run.
+#[derive(Args, Debug, Clone)]
+struct SimArgs {
+    /// Cluster sizes to run, comma separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1000], value_parser = parse_sim_nodes)]
+    nodes: Vec<usize>,
+    /// Timing preset of every node: lan, wan or local.
+    #[arg(long, default_value = "lan", value_parser = parse_preset)]
+    preset: PresetArg,
+    /// Probability that a datagram is lost, on every link.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    loss: f64,
+    /// Seed of the network and of the scenario's random choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Periods measured at steady state.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    steady_periods: u32,
+    /// Give up on the cold start after this many periods.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_periods: u32,
+    /// Write the JSON record to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the Markdown report to this file.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+/// A node timing preset, parsed from its name.
+#[derive(Debug, Clone, Copy)]
+struct PresetArg(hearsay::node::Preset);
+
+fn parse_preset(s: &str) -> Result<PresetArg, String> {
+    use hearsay::node::Preset;
+    match s.to_ascii_lowercase().as_str() {
+        "lan" => Ok(PresetArg(Preset::Lan)),
+        "wan" => Ok(PresetArg(Preset::Wan)),
+        "local" => Ok(PresetArg(Preset::Local)),
+        _ => Err(format!("unknown preset `{s}` (expected lan, wan or local)")),
+    }
+}
+
+fn parse_sim_nodes(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if (2..=hearsay::sim::MAX_NODES - 1).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be in 2..={}", hearsay::sim::MAX_NODES - 1))
+    }
+}
+
+fn parse_probability(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be in [0, 1)".into())
+    }
 }
 
 /// Flags of the placement report.
@@ -86,11 +151,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let args = match cli.command {
-        Some(Command::Placement(args)) => args,
-        None => cli.placement,
+    let result = match cli.command {
+        Some(Command::Placement(args)) => placement::run(&args),
+        Some(Command::Sim(args)) => simrun::run(&args),
+        None => placement::run(&cli.placement),
     };
-    match placement::run(&args) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("loadgen: {e:#}");

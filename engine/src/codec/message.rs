@@ -41,6 +41,8 @@ pub mod kind {
     pub const STATE_REQUEST: u8 = 0x14;
     /// [`MemberSummary`](super::MemberSummary).
     pub const MEMBER_SUMMARY: u8 = 0x15;
+    /// [`StatePush`](super::StatePush).
+    pub const STATE_PUSH: u8 = 0x16;
     /// [`CrdtDelta`](super::CrdtDelta).
     pub const CRDT_DELTA: u8 = 0x20;
     /// [`CrdtDigest`](super::CrdtDigest).
@@ -63,6 +65,7 @@ pub mod kind {
                 | DIGEST
                 | STATE_REQUEST
                 | MEMBER_SUMMARY
+                | STATE_PUSH
                 | CRDT_DELTA
                 | CRDT_DIGEST
                 | CRDT_ACK
@@ -786,6 +789,31 @@ impl<'a> Body<'a> for MemberSummary<'a> {
     }
 }
 
+/// Marks the [`MemberUpdate`]s after it in the same frame as anti-entropy state (answers to
+/// a summary, digest or state request) rather than rumours: the receiver merges them but
+/// does not gossip members it learns this way as news, so a joiner catching up on a large
+/// view does not make the whole cluster retransmit that view.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct StatePush {
+    /// The anti-entropy round the state answers.
+    pub round: u64,
+}
+
+impl Body<'_> for StatePush {
+    const KIND: u8 = kind::STATE_PUSH;
+    fn body_len(&self) -> usize {
+        varint_len(self.round)
+    }
+    fn put_body(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.round);
+    }
+    fn get_body(input: &mut &[u8]) -> Result<Self, DecodeError> {
+        Ok(Self {
+            round: get_varint(input)?,
+        })
+    }
+}
+
 /// A delta of one CRDT value, routed to the partition that owns its key.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct CrdtDelta<'a> {
@@ -1002,6 +1030,7 @@ impl_encoded_len!(
     Digest<'a>,
     StateRequest<'a>,
     MemberSummary<'a>,
+    StatePush,
     CrdtDelta<'a>,
     CrdtDigest<'a>,
     CrdtAck,
@@ -1041,6 +1070,8 @@ pub enum Message<'a> {
     StateRequest(StateRequest<'a>),
     /// See [`MemberSummary`].
     MemberSummary(MemberSummary<'a>),
+    /// See [`StatePush`].
+    StatePush(StatePush),
     /// See [`CrdtDelta`].
     CrdtDelta(CrdtDelta<'a>),
     /// See [`CrdtDigest`].
@@ -1069,6 +1100,7 @@ macro_rules! dispatch {
             Message::Digest($m) => $body,
             Message::StateRequest($m) => $body,
             Message::MemberSummary($m) => $body,
+            Message::StatePush($m) => $body,
             Message::CrdtDelta($m) => $body,
             Message::CrdtDigest($m) => $body,
             Message::CrdtAck($m) => $body,
@@ -1143,6 +1175,7 @@ impl<'a> Message<'a> {
             kind::DIGEST => Self::Digest(Digest::get_body(b)?),
             kind::STATE_REQUEST => Self::StateRequest(StateRequest::get_body(b)?),
             kind::MEMBER_SUMMARY => Self::MemberSummary(MemberSummary::get_body(b)?),
+            kind::STATE_PUSH => Self::StatePush(StatePush::get_body(b)?),
             kind::CRDT_DELTA => Self::CrdtDelta(CrdtDelta::get_body(b)?),
             kind::CRDT_DIGEST => Self::CrdtDigest(CrdtDigest::get_body(b)?),
             kind::CRDT_ACK => Self::CrdtAck(CrdtAck::get_body(b)?),
@@ -1172,6 +1205,7 @@ impl_from!(
     Digest(Digest<'a>),
     StateRequest(StateRequest<'a>),
     MemberSummary(MemberSummary<'a>),
+    StatePush(StatePush),
     CrdtDelta(CrdtDelta<'a>),
     CrdtDigest(CrdtDigest<'a>),
     CrdtAck(CrdtAck),
@@ -1236,6 +1270,7 @@ mod tests {
         digest_round_trip: testing::digest();
         state_request_round_trip: testing::state_request();
         member_summary_round_trip: testing::member_summary();
+        state_push_round_trip: testing::state_push();
         crdt_delta_round_trip: testing::crdt_delta();
         crdt_digest_round_trip: testing::crdt_digest();
         crdt_ack_round_trip: testing::crdt_ack();
@@ -1575,6 +1610,7 @@ mod tests {
                 buckets: List::new(&[]),
             }
             .into(),
+            StatePush { round: 0 }.into(),
             CrdtDelta {
                 partition: 0,
                 seq: 0,

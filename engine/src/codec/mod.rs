@@ -93,12 +93,13 @@
 //! | `0x13` | [`Digest`] | round, part (`u16`), parts (`u16`), entries: (id, incarnation, state byte, metadata version)\* |
 //! | `0x14` | [`StateRequest`] | round, ids\* |
 //! | `0x15` | [`MemberSummary`] | round, reply (`u8`, 0 or 1), buckets: (count `u32`, hash 8 bytes)\* |
+//! | `0x16` | [`StatePush`] | round |
 //! | `0x20` | [`CrdtDelta`] | partition (`u16`), seq, key (≤ [`MAX_CRDT_KEY_LEN`]), kind `u8`, payload |
 //! | `0x21` | [`CrdtDigest`] | partition (`u16`), keys (`u32`), hash (8 bytes), ranges: (start 8 bytes, hash 8 bytes)\* |
 //! | `0x22` | [`CrdtAck`] | partition (`u16`), seq |
 //! | `0x30` | [`Broadcast`] | origin, seq, payload |
 //!
-//! Anti-entropy state pieces are plain [`MemberUpdate`]s.
+//! Anti-entropy state pieces are plain [`MemberUpdate`]s after a [`StatePush`] marker.
 //!
 //! # Forward compatibility
 //!
@@ -144,7 +145,7 @@ pub use keyring::{
 pub use message::{
     kind, Ack, Broadcast, CrdtAck, CrdtDelta, CrdtDigest, CrdtRange, Digest, DigestEntries,
     DigestEntry, Join, Leave, List, ListItem, ListIter, MemberSummary, MemberUpdate, Message, Nack,
-    Ping, PingReq, StateRequest, Status, SummaryBucket, Unknown,
+    Ping, PingReq, StatePush, StateRequest, Status, SummaryBucket, Unknown,
 };
 
 /// Longest member metadata ([`Join::metadata`], [`MemberUpdate::metadata`]), in bytes.

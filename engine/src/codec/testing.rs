@@ -33,6 +33,7 @@ pub(crate) enum Owned {
     Digest(u64, u16, u16, Vec<DigestEntry>),
     StateRequest(u64, Vec<NodeId>),
     MemberSummary(u64, bool, Vec<SummaryBucket>),
+    StatePush(StatePush),
     CrdtDelta(u16, u64, Vec<u8>, u8, Vec<u8>),
     CrdtDigest(u16, u32, u64, Vec<CrdtRange>),
     CrdtAck(CrdtAck),
@@ -87,6 +88,7 @@ impl Owned {
                 reply: *reply,
                 buckets: List::new(buckets),
             }),
+            Self::StatePush(m) => Message::StatePush(*m),
             Self::CrdtDelta(partition, seq, key, kind, payload) => Message::CrdtDelta(CrdtDelta {
                 partition: *partition,
                 seq: *seq,
@@ -228,6 +230,10 @@ pub(crate) fn member_summary() -> impl Strategy<Value = Owned> {
     (int(), any::<bool>(), vec(bucket, 0..80)).prop_map(|(r, f, b)| Owned::MemberSummary(r, f, b))
 }
 
+pub(crate) fn state_push() -> impl Strategy<Value = Owned> {
+    int().prop_map(|round| Owned::StatePush(StatePush { round }))
+}
+
 pub(crate) fn crdt_delta() -> impl Strategy<Value = Owned> {
     (
         any::<u16>(),
@@ -282,6 +288,7 @@ pub(crate) fn any_message() -> impl Strategy<Value = Owned> {
         digest(),
         state_request(),
         member_summary(),
+        state_push(),
         crdt_delta(),
         crdt_digest(),
         crdt_ack(),

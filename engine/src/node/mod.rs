@@ -57,7 +57,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::codec::{
     decode_frame, Ack, Digest, DigestEntry, FrameConfig, FrameWriter, Join, KeyRing, MemberSummary,
-    MemberUpdate, Message, Nack, Ping, PingReq, StateRequest, Status, SummaryBucket,
+    MemberUpdate, Message, Nack, Ping, PingReq, StatePush, StateRequest, Status, SummaryBucket,
 };
 use crate::detector::{expected_confirmations, suspicion_timeout, LocalHealth, ProbeOrder};
 use crate::dissemination::{retransmit_limit, BroadcastQueue};
@@ -236,10 +236,13 @@ enum Intent {
         ids: Vec<NodeId>,
         pos: usize,
     },
+    /// Member states, with the [`StatePush`] marker when the peer is catching up (so it
+    /// does not gossip them on as news).
     Updates {
         to: SocketAddr,
         ids: Vec<NodeId>,
         pos: usize,
+        catch_up: bool,
     },
     Request {
         to: SocketAddr,
@@ -280,6 +283,15 @@ struct Suspicion {
 
 /// Most stale updates answered with corrections per received datagram.
 const MAX_CORRECTIONS: usize = 8;
+
+/// What the node tracks while it reads one datagram.
+#[derive(Default)]
+struct FrameContext {
+    /// Stale updates answered so far.
+    corrections: usize,
+    /// A [`StatePush`] marker was read: the updates that follow are anti-entropy state.
+    state: bool,
+}
 
 /// A membership node. See the [module docs](self).
 pub struct Node {
@@ -544,10 +556,10 @@ impl Node {
         if self.phase == Phase::Joining || self.phase == Phase::Idle {
             self.become_member(now, Some(from));
         }
-        let mut corrections = 0;
+        let mut ctx = FrameContext::default();
         for msg in frame.messages() {
             match msg {
-                Ok(m) => self.handle_message(now, from, sender, m, &mut corrections),
+                Ok(m) => self.handle_message(now, from, sender, m, &mut ctx),
                 Err(e) => {
                     self.stats.count_drop(e.reason());
                     break;
@@ -709,7 +721,7 @@ impl Node {
         from: SocketAddr,
         sender: NodeId,
         msg: Message<'_>,
-        corrections: &mut usize,
+        ctx: &mut FrameContext,
     ) {
         match msg {
             Message::Ping(p) => {
@@ -753,7 +765,7 @@ impl Node {
                     metadata: j.metadata,
                     accuser: None,
                 };
-                self.handle_update(now, from, sender, &u, corrections);
+                self.handle_update(now, from, sender, &u, ctx);
                 self.out.push_back(Intent::Gossip {
                     to: j.addr,
                     with_self: true,
@@ -764,18 +776,21 @@ impl Node {
                     let mut u = m.clone();
                     u.incarnation = l.incarnation;
                     u.status = Status::Left;
-                    self.handle_update(now, from, sender, &u.as_update(), corrections);
+                    self.handle_update(now, from, sender, &u.as_update(), ctx);
                 }
             }
-            Message::Member(u) => self.handle_update(now, from, sender, &u, corrections),
+            Message::Member(u) => self.handle_update(now, from, sender, &u, ctx),
+            Message::StatePush(_) => ctx.state = true,
             Message::Digest(d) => self.handle_digest(from, d),
             Message::StateRequest(r) => {
                 let ids: Vec<NodeId> = r.ids.iter().collect();
                 if !ids.is_empty() {
+                    let catch_up = self.is_catch_up(ids.len());
                     self.out.push_back(Intent::Updates {
                         to: from,
                         ids,
                         pos: 0,
+                        catch_up,
                     });
                 }
             }
@@ -811,10 +826,10 @@ impl Node {
         from: SocketAddr,
         sender: NodeId,
         u: &MemberUpdate<'_>,
-        corrections: &mut usize,
+        ctx: &mut FrameContext,
     ) {
         if u.id == self.config.id {
-            self.hear_about_self(now, from, u, corrections);
+            self.hear_about_self(now, from, u, ctx);
             return;
         }
         match self.table.merge(u, now) {
@@ -824,8 +839,12 @@ impl Node {
                     self.push_event(Event::MemberJoined(u.id));
                     self.probe_order.insert(&mut self.rng, u.id);
                     self.placement_dirty(now);
-                    self.broadcasts.push(u.id);
-                    self.gossip_soon(now);
+                    // A member learned from anti-entropy state is old news to the cluster
+                    // (a joiner catching up); one learned from a rumour is spread on.
+                    if !ctx.state {
+                        self.broadcasts.push(u.id);
+                        self.gossip_soon(now);
+                    }
                     self.peak_live = self.peak_live.max(self.table.live_count());
                     if u.status == Status::Suspect {
                         self.start_suspicion(now, u.id, u.incarnation, u.accuser.unwrap_or(sender));
@@ -848,13 +867,14 @@ impl Node {
                 }
             }
             Merge::Stale => {
-                if *corrections < MAX_CORRECTIONS {
-                    *corrections += 1;
+                if ctx.corrections < MAX_CORRECTIONS {
+                    ctx.corrections += 1;
                     self.stats.corrections += 1;
                     self.out.push_back(Intent::Updates {
                         to: from,
                         ids: vec![u.id],
                         pos: 0,
+                        catch_up: false,
                     });
                 }
             }
@@ -869,7 +889,7 @@ impl Node {
         now: Instant,
         from: SocketAddr,
         u: &MemberUpdate<'_>,
-        corrections: &mut usize,
+        ctx: &mut FrameContext,
     ) {
         if matches!(self.phase, Phase::Leaving(_) | Phase::Stopped) {
             return;
@@ -887,13 +907,14 @@ impl Node {
         if key < me.key() {
             // The sender holds an old rumour about this node (say, a suspicion already
             // refuted whose refutation it missed): answer it directly.
-            if *corrections < MAX_CORRECTIONS {
-                *corrections += 1;
+            if ctx.corrections < MAX_CORRECTIONS {
+                ctx.corrections += 1;
                 self.stats.corrections += 1;
                 self.out.push_back(Intent::Updates {
                     to: from,
                     ids: vec![self.config.id],
                     pos: 0,
+                    catch_up: false,
                 });
             }
             return;
@@ -1012,10 +1033,12 @@ impl Node {
             });
         }
         if !give.is_empty() {
+            let catch_up = self.is_catch_up(give.len());
             self.out.push_back(Intent::Updates {
                 to: from,
                 ids: give,
                 pos: 0,
+                catch_up,
             });
         }
     }
@@ -1031,6 +1054,10 @@ impl Node {
                 reply: true,
             });
         }
+        let theirs_total: usize = s.buckets.iter().map(|b| b.count as usize).sum();
+        // A peer holding less than half of this view is catching up (a joiner, or a node
+        // back from a long stall): what it lacks is old news to everyone else.
+        let catch_up = theirs_total * 2 < self.table.live_count();
         let mine = self.table.buckets();
         let mut push_mask = 0u64;
         let mut digest_mask = 0u64;
@@ -1063,6 +1090,7 @@ impl Node {
                 to: from,
                 ids: push,
                 pos: 0,
+                catch_up,
             });
         }
         if !digest.is_empty() {
@@ -1089,6 +1117,13 @@ impl Node {
         if let Some(to) = via {
             self.out.push_back(Intent::Summary { to, reply: false });
             self.stats.push_pulls += 1;
+            // Members that joined while this node did were gossiped before anyone knew
+            // of this node; a second round with another member one period later picks
+            // them up instead of waiting for the regular push-pull.
+            let soon = now + self.config.probe_interval;
+            if self.next_push_pull.is_none_or(|t| t > soon) {
+                self.next_push_pull = Some(soon);
+            }
         }
         self.placement_dirty(now);
     }
@@ -1466,6 +1501,12 @@ impl Node {
     // -----------------------------------------------------------------------------------
     // Writing datagrams
 
+    /// Whether a peer that lacks `missing` of this node's members is catching up rather
+    /// than holding a view of comparable size (see [`StatePush`]).
+    fn is_catch_up(&self, missing: usize) -> bool {
+        missing * 2 > self.table.live_count()
+    }
+
     fn take_seq(&mut self) -> u64 {
         let s = self.next_seq;
         self.next_seq += 1;
@@ -1546,8 +1587,17 @@ impl Node {
                 }));
                 to
             }
-            Intent::Updates { to, ids, mut pos } => {
+            Intent::Updates {
+                to,
+                ids,
+                mut pos,
+                catch_up,
+            } => {
                 piggyback = false;
+                if catch_up {
+                    w.try_push(&Message::StatePush(StatePush { round: self.round }));
+                }
+                let mut wrote = false;
                 while pos < ids.len() {
                     let Some(m) = self.table.get(ids[pos]) else {
                         pos += 1;
@@ -1556,10 +1606,19 @@ impl Node {
                     if !w.try_push(&Message::Member(m.as_update())) {
                         break;
                     }
+                    wrote = true;
                     pos += 1;
                 }
-                if pos < ids.len() && !w.is_empty() {
-                    self.out.push_front(Intent::Updates { to, ids, pos });
+                if !wrote {
+                    return None;
+                }
+                if pos < ids.len() {
+                    self.out.push_front(Intent::Updates {
+                        to,
+                        ids,
+                        pos,
+                        catch_up,
+                    });
                 }
                 to
             }
