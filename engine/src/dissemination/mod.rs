@@ -12,6 +12,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::placement::NodeId;
 
+/// Updates that did not fit looked past before a datagram counts as full.
+const MAX_SKIPS: usize = 4;
+
 /// The retransmission limit for a cluster of `n` members and multiplier `mult` (λ).
 pub fn retransmit_limit(n: usize, mult: u32) -> u32 {
     let log = ((n + 1) as f64).log10().ceil().max(1.0) as u32;
@@ -58,20 +61,39 @@ impl BroadcastQueue {
         self.by_id.is_empty()
     }
 
-    /// Offer pending updates to `write`, least-sent first, until it returns `false` (the
+    /// Offer pending updates to `write`, least-sent first, until it has refused a few (the
     /// datagram is full) or the queue is exhausted. Each update `write` accepts counts as
     /// sent once; an update sent `limit` times leaves the queue. Returns how many were
     /// accepted.
     pub fn take(&mut self, limit: u32, mut write: impl FnMut(NodeId) -> bool) -> usize {
         self.scratch.clear();
         let mut accepted = 0;
-        while let Some(&(sent, Reverse(seq), id)) = self.order.first() {
-            if !write(id) {
+        let mut refused = 0;
+        let mut cursor = None;
+        loop {
+            let next = match cursor {
+                None => self.order.first(),
+                Some(after) => self
+                    .order
+                    .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+                    .next(),
+            };
+            let Some(&(sent, Reverse(seq), id)) = next else {
                 break;
+            };
+            if write(id) {
+                self.order.remove(&(sent, Reverse(seq), id));
+                accepted += 1;
+                self.scratch.push((sent + 1, seq, id));
+            } else {
+                // A large update that does not fit must not block the smaller ones behind
+                // it for good; look a little further before giving up on this datagram.
+                refused += 1;
+                if refused > MAX_SKIPS {
+                    break;
+                }
+                cursor = Some((sent, Reverse(seq), id));
             }
-            self.order.pop_first();
-            accepted += 1;
-            self.scratch.push((sent + 1, seq, id));
         }
         for i in 0..self.scratch.len() {
             let (sent, seq, id) = self.scratch[i];
@@ -111,6 +133,7 @@ mod tests {
         });
         // Newest first; the third offer was refused and stays unsent.
         assert_eq!(got, vec![NodeId(3), NodeId(2), NodeId(1)]);
+        assert_eq!(q.len(), 3);
         got.clear();
         q.take(2, |id| {
             got.push(id);
@@ -122,6 +145,24 @@ mod tests {
         assert_eq!(q.len(), 1);
         q.take(2, |_| true);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn an_update_that_does_not_fit_does_not_block_the_rest() {
+        let mut q = BroadcastQueue::default();
+        for id in 1..=3 {
+            q.push(NodeId(id));
+        }
+        // Node 3 (newest, first in line) never fits.
+        let mut got = Vec::new();
+        q.take(5, |id| {
+            if id == NodeId(3) {
+                return false;
+            }
+            got.push(id);
+            true
+        });
+        assert_eq!(got, vec![NodeId(2), NodeId(1)]);
     }
 
     #[test]

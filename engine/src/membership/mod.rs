@@ -306,8 +306,8 @@ impl MemberTable {
                             m.status = u.status;
                             m.drained = u.drained;
                             m.accuser = u.accuser;
-                            if m.meta_version != u.meta_version {
-                                m.meta_version = u.meta_version;
+                            m.meta_version = u.meta_version;
+                            if m.metadata != u.metadata {
                                 m.metadata.clear();
                                 m.metadata.extend_from_slice(u.metadata);
                             }

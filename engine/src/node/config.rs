@@ -6,6 +6,11 @@ use std::time::Duration;
 use crate::codec::{FrameConfig, KeyRing, MAX_METADATA_LEN};
 use crate::placement::{NodeId, Scheme};
 
+/// Smallest datagram a node accepts to write: the IPv6 minimum MTU. The largest member
+/// update (id, address, [`MAX_METADATA_LEN`] bytes of metadata) plus the frame header and
+/// seal fits in it, so every update can be sent.
+pub const MIN_NODE_DATAGRAM: usize = 1280;
+
 /// A starting point for the timing parameters, for one kind of network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {
@@ -47,7 +52,7 @@ pub struct NodeConfig {
     pub cluster: Vec<u8>,
     /// Seal frames with this key ring (and refuse frames it does not open).
     pub keys: Option<KeyRing>,
-    /// Largest datagram written, in bytes.
+    /// Largest datagram written, in bytes (at least [`MIN_NODE_DATAGRAM`]).
     pub max_datagram: usize,
     /// Seed of the node's only random number generator.
     pub rng_seed: u64,
@@ -163,6 +168,12 @@ impl NodeConfig {
         FrameConfig::new(&self.cluster)
             .and_then(|c| c.with_max_datagram(self.max_datagram))
             .map_err(ConfigError::Frame)?;
+        if self.max_datagram < MIN_NODE_DATAGRAM {
+            return bad(
+                "max_datagram",
+                "must be at least 1280 bytes, so that a member update with the largest metadata fits one datagram",
+            );
+        }
         if self.metadata.len() > MAX_METADATA_LEN {
             return bad("metadata", "longer than MAX_METADATA_LEN");
         }

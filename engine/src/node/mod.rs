@@ -65,7 +65,7 @@ use crate::membership::{bucket_of, Member, MemberTable, Merge, BUCKETS};
 use crate::placement::{self, NodeId, Router};
 use crate::runtime::Endpoint;
 
-pub use config::{ConfigError, NodeConfig, PlacementConfig, Preset};
+pub use config::{ConfigError, NodeConfig, PlacementConfig, Preset, MIN_NODE_DATAGRAM};
 
 /// A local request to a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -554,7 +554,16 @@ impl Node {
             }
         }
         if self.phase == Phase::Joining || self.phase == Phase::Idle {
-            self.become_member(now, Some(from));
+            // Only a member's answer (its own state, as in a join reply) or a join through
+            // this node makes it part of a cluster; any other frame proves nothing.
+            let answered = frame.messages().any(|m| match m {
+                Ok(Message::Member(u)) => u.id == sender && u.status == Status::Alive,
+                Ok(Message::Join(_)) => true,
+                _ => false,
+            });
+            if answered {
+                self.become_member(now, Some(from));
+            }
         }
         let mut ctx = FrameContext::default();
         for msg in frame.messages() {
@@ -740,7 +749,9 @@ impl Node {
                     seq,
                     requester: from,
                     requester_seq: r.seq,
-                    deadline: now + self.health.scale(self.config.probe_timeout),
+                    // Nack well inside the requester's window (memberlist uses 80% of the
+                    // probe timeout), so a healthy requester hears it before its verdict.
+                    deadline: now + self.config.probe_timeout.mul_f64(0.8),
                 });
                 self.out.push_back(Intent::Ping {
                     to: r.target_addr,
@@ -920,7 +931,13 @@ impl Node {
             return;
         }
         let at_least = u.incarnation.max(me.incarnation);
-        let meta = u.meta_version.max(me.meta_version);
+        // Metadata that differs from what the cluster holds at that version (this node
+        // restarted with new metadata) needs a new version, or receivers keep the old bytes.
+        let meta = if u.meta_version >= me.meta_version && u.metadata != me.metadata.as_slice() {
+            u.meta_version.saturating_add(1)
+        } else {
+            u.meta_version.max(me.meta_version)
+        };
         if matches!(u.status, Status::Suspect | Status::Dead) {
             self.health.degrade(1);
         }
@@ -928,7 +945,7 @@ impl Node {
         let id = self.config.id;
         let addr = self.config.addr;
         self.table.update_with(id, now, |m| {
-            m.incarnation = at_least + 1;
+            m.incarnation = at_least.saturating_add(1);
             m.status = Status::Alive;
             m.addr = addr;
             m.meta_version = meta;
@@ -941,7 +958,7 @@ impl Node {
     fn bump_local(&mut self, now: Instant, f: impl FnOnce(&mut Member)) {
         let id = self.config.id;
         self.table.update_with(id, now, |m| {
-            m.incarnation += 1;
+            m.incarnation = m.incarnation.saturating_add(1);
             f(m);
         });
         self.broadcasts.push(id);
@@ -1272,15 +1289,25 @@ impl Node {
     /// This node's probe of `id` failed: suspect it.
     fn suspect(&mut self, now: Instant, id: NodeId) {
         let Some(m) = self.table.get(id) else { return };
-        if m.status != Status::Alive {
-            return;
-        }
+        let me = self.config.id;
         let inc = m.incarnation;
+        match m.status {
+            Status::Alive => {}
+            // Already suspected by others: this node's own failed probe is an independent
+            // confirmation.
+            Status::Suspect => {
+                self.confirm_suspicion(now, id, inc, me);
+                return;
+            }
+            Status::Dead | Status::Left => return,
+        }
         self.stats.suspicions += 1;
-        self.table
-            .update_with(id, now, |m| m.status = Status::Suspect);
+        self.table.update_with(id, now, |m| {
+            m.status = Status::Suspect;
+            m.accuser = Some(me);
+        });
         self.push_event(Event::Suspected(id));
-        self.start_suspicion(now, id, inc, self.config.id);
+        self.start_suspicion(now, id, inc, me);
         self.broadcasts.push(id);
         self.gossip_soon(now);
     }
