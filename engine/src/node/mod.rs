@@ -330,6 +330,10 @@ pub struct Node {
     next_placement: Option<Instant>,
     /// Largest live view seen lately (decays), to notice a sharp shrink.
     peak_live: usize,
+    /// The peer of this node's last push-pull, and whether it taught this node anything:
+    /// a node that is behind pulls again after one period instead of a whole interval.
+    pp_peer: Option<SocketAddr>,
+    pp_learned: bool,
 
     router: Option<Arc<Router>>,
     scratch_ids: Vec<NodeId>,
@@ -414,6 +418,8 @@ impl Node {
             next_gc: gc,
             next_placement: None,
             peak_live: 1,
+            pp_peer: None,
+            pp_learned: false,
             router,
             scratch_ids: Vec::new(),
             scratch_digest: Vec::new(),
@@ -846,6 +852,7 @@ impl Node {
         match self.table.merge(u, now) {
             Merge::Added => {
                 self.stats.updates_merged += 1;
+                self.pp_learned |= self.pp_peer == Some(from);
                 if u.status != Status::Dead && u.status != Status::Left {
                     self.push_event(Event::MemberJoined(u.id));
                     self.probe_order.insert(&mut self.rng, u.id);
@@ -868,6 +875,7 @@ impl Node {
                 meta_version,
             } => {
                 self.stats.updates_merged += 1;
+                self.pp_learned |= self.pp_peer == Some(from);
                 let accuser = u.accuser.unwrap_or(sender);
                 self.after_change(now, u.id, status, drained, meta_version, accuser);
             }
@@ -1132,6 +1140,7 @@ impl Node {
         // Catch up at once with whoever answered: a joiner gets the whole view from one
         // push-pull instead of waiting for gossip to bring every member.
         if let Some(to) = via {
+            self.pp_peer = Some(to);
             self.out.push_back(Intent::Summary { to, reply: false });
             self.stats.push_pulls += 1;
             // Members that joined while this node did were gossiped before anyone knew
@@ -1359,6 +1368,12 @@ impl Node {
         s.deadline = (s.started + self.health.scale(timeout)).max(now);
         let deadline = s.deadline;
         self.suspicion_heap.push(Reverse((deadline, id)));
+        // Pass the confirmation on under its accuser's name, so the other nodes count it
+        // too (memberlist does the same): the suspicion then shortens cluster-wide.
+        self.table
+            .update_with(id, now, |m| m.accuser = Some(accuser));
+        self.broadcasts.push(id);
+        self.gossip_soon(now);
     }
 
     fn fire_suspicions(&mut self, now: Instant) {
@@ -1435,13 +1450,18 @@ impl Node {
     }
 
     fn push_pull_tick(&mut self, now: Instant) {
-        let interval = self.config.push_pull_interval;
+        let interval = if std::mem::take(&mut self.pp_learned) {
+            self.config.probe_interval
+        } else {
+            self.config.push_pull_interval
+        };
         self.next_push_pull = Some(now + interval.mul_f64(0.75 + 0.5 * self.rng.random::<f64>()));
         if self.phase != Phase::Member {
             return;
         }
         if let Some(m) = self.table.random_live(&mut self.rng, self.config.id) {
             let to = m.addr;
+            self.pp_peer = Some(to);
             self.out.push_back(Intent::Summary { to, reply: false });
             self.stats.push_pulls += 1;
         }
