@@ -11,14 +11,24 @@
 //!   changes;
 //! - [`codec`]: the versioned wire format, with optional authenticated encryption and a
 //!   rotating key ring;
+//! - [`crdt`]: delta-state CRDTs for soft shared state (counters, an add-wins set,
+//!   registers ordered by logical clocks, an enable-wins flag and maps of them), with their
+//!   compact binary encoding;
 //! - [`runtime`]: the thread-per-core UDP runtime (io_uring, with a portable epoll
 //!   fallback) that hosts sans-IO endpoints;
 //! - `sim` (feature `sim`, on by default): a deterministic single-threaded network
 //!   simulator that runs thousands of the same endpoints in virtual time, with loss,
 //!   latency, duplication, reordering, partitions, crashes and pauses.
 //!
-//! Membership and failure detection, the CRDT store and the embeddable `Engine` build on
-//! these.
+//! - [`node`]: the membership node, a sans-IO state machine: join through any seed, SWIM
+//!   probing with Lifeguard's local health and dynamic suspicion, piggybacked
+//!   dissemination, push-pull anti-entropy, drain and leave, placement rebuilt from the
+//!   view, and CRDT replication; its parts live in [`membership`] (the member table, itself
+//!   a CRDT), [`detector`], [`dissemination`] and [`replication`]. `engine/ALGORITHM.md`
+//!   describes the protocol.
+//!
+//! The embeddable `Engine` handle, which runs nodes on the runtime for an application,
+//! builds on these.
 //!
 //! ```
 //! use hearsay::placement::{Node, Router, Scheme};
@@ -34,11 +44,14 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod crdt;
 pub mod detector;
 pub mod dissemination;
+pub mod engine;
 pub mod membership;
 pub mod node;
 pub mod placement;
+pub mod replication;
 pub mod runtime;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use hearsay::placement::Scheme;
 
+mod crdtrepair;
 mod placement;
 mod simrun;
 
@@ -34,6 +35,22 @@ enum Command {
     /// Run membership on the deterministic simulator: cold start, steady-state traffic,
     /// spread of a new member, failure detection.
     Sim(SimArgs),
+    /// Measure the bytes of CRDT anti-entropy that repair a replica 1%, 10% and 100% behind.
+    CrdtRepair(CrdtRepairArgs),
+}
+
+/// Flags of the CRDT repair measurement.
+#[derive(Args, Debug, Clone)]
+struct CrdtRepairArgs {
+    /// Keys in the store.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
+    keys: u64,
+    /// Seed of the simulated network.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the rows as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 /// Flags of the simulator run.
@@ -154,6 +171,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Placement(args)) => placement::run(&args),
         Some(Command::Sim(args)) => simrun::run(&args),
+        Some(Command::CrdtRepair(args)) => crdtrepair::run(&args),
         None => placement::run(&cli.placement),
     };
     match result {

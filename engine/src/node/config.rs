@@ -105,6 +105,14 @@ pub struct NodeConfig {
     /// Drop frames whose sender is a known live member at another address: a node that
     /// claims another's identity from its own address cannot speak for it.
     pub verify_source: bool,
+    /// Replication neighbours: members that receive this node's CRDT deltas and
+    /// acknowledge them.
+    pub crdt_neighbours: usize,
+    /// Deltas buffered per partition at most; neighbours further behind are repaired by
+    /// anti-entropy.
+    pub crdt_buffer_cap: usize,
+    /// Time between CRDT anti-entropy rounds with a random member.
+    pub crdt_sync_interval: Duration,
 }
 
 impl NodeConfig {
@@ -148,6 +156,9 @@ impl NodeConfig {
             leave_linger: p,
             event_capacity: 65_536,
             verify_source: true,
+            crdt_neighbours: 3,
+            crdt_buffer_cap: 4096,
+            crdt_sync_interval: p * 15,
         }
     }
 
@@ -184,6 +195,7 @@ impl NodeConfig {
             ("push_pull_interval", self.push_pull_interval),
             ("dead_gossip_interval", self.dead_gossip_interval),
             ("join_retry", self.join_retry),
+            ("crdt_sync_interval", self.crdt_sync_interval),
         ] {
             if d.is_zero() {
                 return bad(field, "must be positive");
@@ -200,6 +212,12 @@ impl NodeConfig {
         }
         if self.retransmit_mult == 0 {
             return bad("retransmit_mult", "must be at least 1");
+        }
+        if self.crdt_neighbours == 0 {
+            return bad("crdt_neighbours", "must be at least 1");
+        }
+        if self.crdt_buffer_cap == 0 {
+            return bad("crdt_buffer_cap", "must be at least 1");
         }
         if self.gossip_fanout == 0 {
             return bad("gossip_fanout", "must be at least 1");

@@ -45,6 +45,7 @@
 #![deny(unsafe_code)]
 
 mod config;
+mod crdt;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -59,10 +60,12 @@ use crate::codec::{
     decode_frame, Ack, Digest, DigestEntry, FrameConfig, FrameWriter, Join, KeyRing, MemberSummary,
     MemberUpdate, Message, Nack, Ping, PingReq, StatePush, StateRequest, Status, SummaryBucket,
 };
+use crate::crdt::{Kind, Op};
 use crate::detector::{expected_confirmations, suspicion_timeout, LocalHealth, ProbeOrder};
 use crate::dissemination::{retransmit_limit, BroadcastQueue};
 use crate::membership::{bucket_of, Member, MemberTable, Merge, BUCKETS};
 use crate::placement::{self, NodeId, Router};
+use crate::replication::{Store, PARTITIONS};
 use crate::runtime::Endpoint;
 
 pub use config::{ConfigError, NodeConfig, PlacementConfig, Preset, MIN_NODE_DATAGRAM};
@@ -80,6 +83,16 @@ pub enum Command {
     Drain,
     /// Return to placement.
     Undrain,
+    /// Apply a CRDT mutation to the local replica (see [`Node::crdt_update`]); a refused
+    /// mutation is counted in [`NodeStats::crdt_rejected`].
+    CrdtUpdate {
+        /// The key.
+        key: Vec<u8>,
+        /// The value's type (a key keeps the type of its first mutation).
+        kind: Kind,
+        /// The mutation.
+        op: Op,
+    },
     /// Replace this node's metadata (at most [`crate::codec::MAX_METADATA_LEN`] bytes;
     /// longer metadata is refused and counted in [`NodeStats::refused_commands`]).
     SetMetadata(Vec<u8>),
@@ -106,6 +119,8 @@ pub enum Event {
     Drained(NodeId),
     /// A member undrained (this node included).
     Undrained(NodeId),
+    /// A CRDT value changed by a remote delta or state (local updates are not reported).
+    CrdtChanged(Vec<u8>),
     /// Placement was rebuilt and published with this version and member count.
     PlacementChanged {
         /// The router's new version.
@@ -166,6 +181,16 @@ pub struct NodeStats {
     pub events_dropped: u64,
     /// Commands refused (invalid metadata, commands after leaving).
     pub refused_commands: u64,
+    /// Local CRDT mutations applied.
+    pub crdt_updates: u64,
+    /// Remote CRDT deltas and states joined.
+    pub crdt_deltas_in: u64,
+    /// Remote deltas and states that changed a local value.
+    pub crdt_changes: u64,
+    /// CRDT mutations and remote values refused (wrong type, malformed, too large).
+    pub crdt_rejected: u64,
+    /// CRDT anti-entropy rounds this node started.
+    pub crdt_syncs: u64,
 }
 
 impl NodeStats {
@@ -249,6 +274,30 @@ enum Intent {
         ids: Vec<NodeId>,
         pos: usize,
     },
+    /// The deltas `neighbour` has not acknowledged in one partition.
+    CrdtRun {
+        to: SocketAddr,
+        neighbour: NodeId,
+        partition: u16,
+    },
+    CrdtAcks {
+        to: SocketAddr,
+        acks: Vec<(u16, u64)>,
+    },
+    /// Whole-partition digests, opening CRDT anti-entropy.
+    CrdtSummary {
+        to: SocketAddr,
+    },
+    CrdtRanges {
+        to: SocketAddr,
+        partition: u16,
+    },
+    /// Full values of these keys.
+    CrdtState {
+        to: SocketAddr,
+        keys: Vec<Vec<u8>>,
+        pos: usize,
+    },
 }
 
 /// The probe of the current protocol period.
@@ -281,16 +330,22 @@ struct Suspicion {
     deadline: Instant,
 }
 
+/// Bytes of a datagram a CRDT value cannot use: frame header and seal (at most 121) and the
+/// delta record's own fields.
+const CRDT_OVERHEAD: usize = 160;
+
 /// Most stale updates answered with corrections per received datagram.
 const MAX_CORRECTIONS: usize = 8;
 
 /// What the node tracks while it reads one datagram.
 #[derive(Default)]
-struct FrameContext {
+pub(super) struct FrameContext {
     /// Stale updates answered so far.
     corrections: usize,
     /// A [`StatePush`] marker was read: the updates that follow are anti-entropy state.
     state: bool,
+    /// Per partition, the highest delta sequence number read (acknowledged at the end).
+    crdt_acks: [Option<u64>; PARTITIONS],
 }
 
 /// A membership node. See the [module docs](self).
@@ -336,6 +391,12 @@ pub struct Node {
     pp_learned: bool,
 
     router: Option<Arc<Router>>,
+    store: Store,
+    neighbours: Vec<(NodeId, SocketAddr)>,
+    next_crdt_round: Option<Instant>,
+    last_crdt_round: Option<Instant>,
+    next_crdt_sync: Instant,
+    scratch_payload: Vec<u8>,
     scratch_ids: Vec<NodeId>,
     scratch_digest: Vec<DigestEntry>,
     scratch_peers: Vec<(NodeId, SocketAddr)>,
@@ -388,6 +449,16 @@ impl Node {
         let next_push_pull = now + jitter(&mut rng, config.push_pull_interval);
         let next_dead_gossip = now + jitter(&mut rng, config.dead_gossip_interval);
         let gc = now + config.tombstone_ttl / 4;
+        let next_crdt_sync = now + jitter(&mut rng, config.crdt_sync_interval);
+        // Delta sequence numbers start at a random point per process, so a restarted node's
+        // runs are never taken for its previous life's.
+        let first_seq = rng.random_range(1..u64::MAX / 2);
+        let store = Store::new(
+            config.id,
+            first_seq,
+            config.crdt_buffer_cap,
+            config.max_datagram.saturating_sub(CRDT_OVERHEAD),
+        );
         Ok(Self {
             keys: config.keys.clone(),
             frame,
@@ -421,6 +492,12 @@ impl Node {
             pp_peer: None,
             pp_learned: false,
             router,
+            store,
+            neighbours: Vec::new(),
+            next_crdt_round: None,
+            last_crdt_round: None,
+            next_crdt_sync,
+            scratch_payload: Vec::new(),
             scratch_ids: Vec::new(),
             scratch_digest: Vec::new(),
             scratch_peers: Vec::new(),
@@ -581,6 +658,7 @@ impl Node {
                 }
             }
         }
+        crdt::queue_acks(self, from, &ctx);
     }
 
     /// Timers due at or before `now` fire; spurious calls do nothing.
@@ -624,6 +702,12 @@ impl Node {
         if self.next_placement.is_some_and(|t| now >= t) {
             self.rebuild_placement();
         }
+        if self.next_crdt_round.is_some_and(|t| now >= t) {
+            self.crdt_round(now);
+        }
+        if now >= self.next_crdt_sync {
+            self.crdt_sync_tick(now);
+        }
     }
 
     /// A local command.
@@ -666,6 +750,11 @@ impl Node {
                         Event::Undrained(id)
                     });
                     self.placement_dirty(now);
+                }
+            }
+            Command::CrdtUpdate { key, kind, op } => {
+                if self.crdt_update(now, &key, kind, &op).is_err() {
+                    self.stats.crdt_rejected += 1;
                 }
             }
             Command::SetMetadata(metadata) => {
@@ -721,6 +810,8 @@ impl Node {
             self.next_dead_gossip,
             Some(self.next_gc),
             self.next_placement,
+            self.next_crdt_round,
+            Some(self.next_crdt_sync),
         ]
         .into_iter()
         .flatten()
@@ -812,11 +903,10 @@ impl Node {
                 }
             }
             Message::MemberSummary(s) => self.handle_summary(from, s),
-            Message::CrdtDelta(_)
-            | Message::CrdtDigest(_)
-            | Message::CrdtAck(_)
-            | Message::Broadcast(_)
-            | Message::Unknown(_) => self.stats.unhandled_messages += 1,
+            Message::CrdtDelta(d) => self.handle_crdt_delta(now, d, ctx),
+            Message::CrdtDigest(d) => self.handle_crdt_digest(from, d),
+            Message::CrdtAck(a) => self.handle_crdt_ack(sender, a),
+            Message::Broadcast(_) | Message::Unknown(_) => self.stats.unhandled_messages += 1,
         }
     }
 
@@ -1150,6 +1240,8 @@ impl Node {
             if self.next_push_pull.is_none_or(|t| t > soon) {
                 self.next_push_pull = Some(soon);
             }
+            // And the CRDT store catches up from the member that answered.
+            self.out.push_back(Intent::CrdtSummary { to });
         }
         self.placement_dirty(now);
     }
@@ -1722,6 +1814,47 @@ impl Node {
                 }));
                 if pos < ids.len() && pos > start {
                     self.out.push_front(Intent::Request { to, ids, pos });
+                }
+                to
+            }
+            Intent::CrdtRun {
+                to,
+                neighbour,
+                partition,
+            } => {
+                piggyback = false;
+                crdt::write_run(
+                    &mut self.store,
+                    &mut self.scratch_payload,
+                    &mut w,
+                    neighbour,
+                    partition,
+                );
+                to
+            }
+            Intent::CrdtAcks { to, acks } => {
+                crdt::write_acks(&mut w, &acks);
+                to
+            }
+            Intent::CrdtSummary { to } => {
+                piggyback = false;
+                crdt::write_summary(&self.store, &mut w);
+                to
+            }
+            Intent::CrdtRanges { to, partition } => {
+                crdt::write_ranges(&self.store, &mut w, partition);
+                to
+            }
+            Intent::CrdtState { to, keys, pos } => {
+                piggyback = false;
+                let next =
+                    crdt::write_state(&self.store, &mut self.scratch_payload, &mut w, &keys, pos);
+                if next < keys.len() && next > pos {
+                    self.out.push_front(Intent::CrdtState {
+                        to,
+                        keys,
+                        pos: next,
+                    });
                 }
                 to
             }
