@@ -357,7 +357,7 @@ impl Hosted {
             });
         }
         let hash = node.view_hash();
-        let len = node.members().count();
+        let len = node.member_count();
         if hash != self.published_hash || len != self.published_len {
             self.published_hash = hash;
             self.published_len = len;

@@ -556,6 +556,11 @@ impl Node {
         self.table.iter()
     }
 
+    /// Members known, tombstones included (O(1), unlike counting [`members`](Self::members)).
+    pub fn member_count(&self) -> usize {
+        self.table.len()
+    }
+
     /// Alive and suspect members, this node included.
     pub fn live_count(&self) -> usize {
         self.table.live_count()

@@ -126,13 +126,6 @@ impl Partition {
         &self.ranges
     }
 
-    /// Keys and values in one range, in key order.
-    pub fn range_entries(&self, range: usize) -> impl Iterator<Item = (&Vec<u8>, &Value)> + '_ {
-        self.values
-            .iter()
-            .filter(move |(k, _)| range_of(k) == range)
-    }
-
     /// Keys and values in the ranges `pick` accepts, in key order.
     pub fn range_entries_where<'a>(
         &'a self,
@@ -309,7 +302,8 @@ impl Store {
     /// values.
     pub fn state_hash(&self) -> u64 {
         self.partitions.iter().fold(0u64, |acc, p| {
-            mix64(acc ^ p.digest().hash ^ u64::from(p.digest().keys))
+            let d = p.digest();
+            mix64(acc ^ d.hash ^ u64::from(d.keys))
         })
     }
 
