@@ -298,6 +298,18 @@ struct Shared {
 struct Subscriber {
     tx: SyncSender<Event>,
     lagged: Arc<AtomicU64>,
+    /// Only [`Event::CrdtChanged`] for keys that start with this prefix.
+    prefix: Option<Vec<u8>>,
+}
+
+impl Subscriber {
+    fn wants(&self, e: &Event) -> bool {
+        match (&self.prefix, e) {
+            (None, _) => true,
+            (Some(p), Event::CrdtChanged(key)) => key.starts_with(p),
+            (Some(_), _) => false,
+        }
+    }
 }
 
 /// The node as the runtime hosts it: forwards events to subscribers and publishes the
@@ -347,13 +359,13 @@ impl Hosted {
                 .subscribers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            subs.retain(|s| match s.tx.try_send(e.clone()) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
+            subs.retain(|s| match s.wants(&e).then(|| s.tx.try_send(e.clone())) {
+                None | Some(Ok(())) => true,
+                Some(Err(TrySendError::Full(_))) => {
                     s.lagged.fetch_add(1, Ordering::Relaxed);
                     true
                 }
-                Err(TrySendError::Disconnected(_)) => false,
+                Some(Err(TrySendError::Disconnected(_))) => false,
             });
         }
         let hash = node.view_hash();
@@ -507,8 +519,22 @@ impl Engine {
         self.shared.local.load().as_ref().clone()
     }
 
-    /// Subscribe to events with a channel of `capacity`.
+    /// Subscribe to every event (membership, placement, CRDT changes) with a channel of
+    /// `capacity`.
     pub fn subscribe(&self, capacity: usize) -> Subscription {
+        self.add_subscriber(capacity, None)
+    }
+
+    /// Subscribe to changes of the CRDT keys that start with `prefix` (an empty prefix
+    /// watches every key): one [`Event::CrdtChanged`] each time this node's value of such a
+    /// key changes, by a local write or a merge from a peer. Read the new value with
+    /// [`get`](Self::get); several changes may arrive before the read, and the read returns
+    /// the latest.
+    pub fn subscribe_prefix(&self, prefix: &[u8], capacity: usize) -> Subscription {
+        self.add_subscriber(capacity, Some(prefix.to_vec()))
+    }
+
+    fn add_subscriber(&self, capacity: usize, prefix: Option<Vec<u8>>) -> Subscription {
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let lagged = Arc::new(AtomicU64::new(0));
         self.shared
@@ -518,6 +544,7 @@ impl Engine {
             .push(Subscriber {
                 tx,
                 lagged: Arc::clone(&lagged),
+                prefix,
             });
         Subscription { rx, lagged }
     }

@@ -51,6 +51,11 @@ fn engines_join_agree_replicate_and_drain() {
             && (0..100u64).all(|k| a.lookup(k) == b.lookup(k) && b.lookup(k) == c.lookup(k))
     });
 
+    let users = c.subscribe_prefix(b"user/", 64);
+    a.update(b"user/ann", Kind::LwwRegister, Op::Write(b"x".to_vec()))
+        .unwrap();
+    c.update(b"user/bob", Kind::LwwRegister, Op::Write(b"y".to_vec()))
+        .unwrap();
     a.update(b"hits", Kind::GCounter, Op::Incr(5)).unwrap();
     b.update(b"hits", Kind::GCounter, Op::Incr(2)).unwrap();
     wait("the counter to replicate", Duration::from_secs(20), || {
@@ -60,6 +65,21 @@ fn engines_join_agree_replicate_and_drain() {
     assert!(b
         .update(b"hits", Kind::AWSet, Op::Add(b"x".to_vec()))
         .is_err());
+    // The prefix subscriber saw its own write and the replicated one, nothing else.
+    let mut watched = std::collections::BTreeSet::new();
+    wait("both user/ changes at c", Duration::from_secs(20), || {
+        while let Some(e) = users.try_recv() {
+            match e {
+                hearsay::node::Event::CrdtChanged(k) => watched.insert(k),
+                other => panic!("prefix subscriber got {other:?}"),
+            };
+        }
+        watched.len() == 2
+    });
+    assert!(
+        watched.iter().all(|k| k.starts_with(b"user/")),
+        "{watched:?}"
+    );
 
     let events = a.subscribe(1024);
     let c_id = c.local().unwrap().id;

@@ -32,6 +32,7 @@ impl Node {
         }
         self.store.update(key, kind, op)?;
         self.stats.crdt_updates += 1;
+        self.push_event(Event::CrdtChanged(key.to_vec()));
         self.crdt_soon(now);
         Ok(())
     }
@@ -47,6 +48,7 @@ impl Node {
     ) -> Result<bool, ReplicationError> {
         let changed = self.store.join(key, value)?;
         if changed {
+            self.push_event(Event::CrdtChanged(key.to_vec()));
             self.crdt_soon(now);
         }
         Ok(changed)

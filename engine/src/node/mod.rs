@@ -119,7 +119,8 @@ pub enum Event {
     Drained(NodeId),
     /// A member undrained (this node included).
     Undrained(NodeId),
-    /// A CRDT value changed by a remote delta or state (local updates are not reported).
+    /// The local replica's value of a CRDT key changed: by a local write or join, or by a
+    /// delta or state merged from a peer (a merge that changes nothing is not reported).
     CrdtChanged(Vec<u8>),
     /// Placement was rebuilt and published with this version and member count.
     PlacementChanged {
