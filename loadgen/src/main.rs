@@ -1,9 +1,11 @@
 //! `loadgen`: the Hearsay load generator.
 //!
-//! Today it runs the placement report: every consistent-hashing scheme built over N members,
-//! measured for lookup latency, hot-spot spread under uniform and Zipf keys, keys moved by a
-//! membership change, memory and build time. Run with no subcommand it runs that report with
-//! the given flags, so `loadgen --nodes 5000` works as the project's main job.
+//! With no subcommand (or `run`) it starts N real nodes — the engine's `Node`, each with its
+//! own UDP socket on loopback, on the thread-per-core runtime — and runs a script of
+//! scenarios (cold start, rumour, CRDT write, failures, churn, partition, placement),
+//! measuring convergence from the nodes' own views, traffic, CPU, memory and lookup latency:
+//! `loadgen --nodes 5000` is the project's main job. Subcommands run the placement report
+//! alone, membership on the deterministic simulator, and the CRDT repair measurement.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use hearsay::placement::Scheme;
 
+mod cluster;
 mod crdtrepair;
 mod placement;
 mod simrun;
@@ -25,11 +28,13 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
-    placement: PlacementArgs,
+    run: cluster::RunArgs,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run N real nodes on loopback through a script of scenarios (the default).
+    Run(Box<cluster::RunArgs>),
     /// Compare placement schemes: lookup latency, hot-spot spread, keys moved, memory.
     Placement(PlacementArgs),
     /// Run membership on the deterministic simulator: cold start, steady-state traffic,
@@ -114,6 +119,9 @@ fn parse_probability(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Default seed of the placement report's key hash and key draws.
+const PLACEMENT_SEED: u64 = 0x0048_4541_5253_4159;
+
 /// Flags of the placement report.
 #[derive(Args, Debug, Clone)]
 struct PlacementArgs {
@@ -130,7 +138,7 @@ struct PlacementArgs {
     #[arg(long, value_delimiter = ',')]
     schemes: Vec<Scheme>,
     /// Seed of the key hash and of the key draws.
-    #[arg(long, default_value_t = 0x4845_4152_5341_59)]
+    #[arg(long, default_value_t = PLACEMENT_SEED)]
     seed: u64,
     /// Worker threads for the counting passes (default: available cores).
     #[arg(long)]
@@ -150,6 +158,23 @@ fn parse_zipf(s: &str) -> Result<f64, String> {
     } else {
         Err("must be in (0, 10]".into())
     }
+}
+
+/// The command line, for reports.
+fn command_line() -> String {
+    let mut args = std::env::args();
+    let prog = args
+        .next()
+        .map(|p| {
+            std::path::Path::new(&p)
+                .file_name()
+                .map_or(p.clone(), |f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "loadgen".into());
+    std::iter::once(prog)
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn main() -> ExitCode {
@@ -172,7 +197,8 @@ fn main() -> ExitCode {
         Some(Command::Placement(args)) => placement::run(&args),
         Some(Command::Sim(args)) => simrun::run(&args),
         Some(Command::CrdtRepair(args)) => crdtrepair::run(&args),
-        None => placement::run(&cli.placement),
+        Some(Command::Run(args)) => cluster::run(&args, command_line()),
+        None => cluster::run(&cli.run, command_line()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

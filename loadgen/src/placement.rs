@@ -551,7 +551,7 @@ fn render_markdown(report: &Report<'_>) -> String {
 }
 
 /// Kernel, CPU and core count, read from /proc where present.
-fn machine_line() -> String {
+pub(crate) fn machine_line() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());

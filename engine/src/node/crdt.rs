@@ -9,6 +9,7 @@ use rand::Rng;
 use super::{Event, FrameContext, Intent, Node, Phase};
 use crate::codec::{CrdtAck, CrdtDelta, CrdtDigest, CrdtRange, FrameWriter, List, Message};
 use crate::crdt::{Kind, Op, Value};
+use crate::membership::mix64;
 use crate::placement::NodeId;
 use crate::replication::{partition_of, ReplicationError, Store, PARTITIONS, RANGES};
 
@@ -92,6 +93,16 @@ impl Node {
         self.neighbours
             .retain(|(id, _)| table.get(*id).is_some_and(|m| m.is_live()));
         let want = self.config.crdt_neighbours;
+        // The first neighbour is the successor on the ring of hashed ids, so every live
+        // member is some member's neighbour and deltas reach all of them; the others are
+        // random, so they reach them in few hops.
+        if let Some(succ) = self.successor() {
+            if self.neighbours.first() != Some(&succ) {
+                self.neighbours.retain(|n| n.0 != succ.0);
+                self.neighbours.insert(0, succ);
+            }
+        }
+        self.neighbours.truncate(want);
         if self.neighbours.len() < want {
             let mut exclude: Vec<NodeId> = self.neighbours.iter().map(|n| n.0).collect();
             exclude.push(self.config.id);
@@ -125,12 +136,38 @@ impl Node {
         }
     }
 
+    /// The live member that follows this node on the ring of hashed ids, recomputed when
+    /// the view changes.
+    fn successor(&mut self) -> Option<(NodeId, SocketAddr)> {
+        let view = self.table.view_hash();
+        if let Some((v, s)) = self.successor {
+            if v == view {
+                return s;
+            }
+        }
+        let me = mix64(self.config.id.0);
+        let succ = self
+            .table
+            .iter()
+            .filter(|m| m.is_live() && m.id != self.config.id)
+            .min_by_key(|m| mix64(m.id.0).wrapping_sub(me))
+            .map(|m| (m.id, m.addr));
+        self.successor = Some((view, succ));
+        succ
+    }
+
     /// Start digest anti-entropy with a random member.
     pub(super) fn crdt_sync_tick(&mut self, now: Instant) {
         let interval = self.config.crdt_sync_interval;
         self.next_crdt_sync = now + interval.mul_f64(0.75 + 0.5 * self.rng.random::<f64>());
         if self.phase != Phase::Member {
             return;
+        }
+        // Replace one random neighbour, so that neighbours picked while the view was small
+        // (during a cold start) do not stay forever.
+        if self.neighbours.len() > 1 {
+            let i = self.rng.random_range(1..self.neighbours.len());
+            self.neighbours.swap_remove(i);
         }
         if let Some(m) = self.table.random_live(&mut self.rng, self.config.id) {
             let to = m.addr;

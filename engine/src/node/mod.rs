@@ -390,10 +390,14 @@ pub struct Node {
     /// a node that is behind pulls again after one period instead of a whole interval.
     pp_peer: Option<SocketAddr>,
     pp_learned: bool,
+    /// Consecutive push-pulls that learned something: each waits twice as long as the last.
+    pp_streak: u32,
 
     router: Option<Arc<Router>>,
     store: Store,
     neighbours: Vec<(NodeId, SocketAddr)>,
+    /// The replication successor and the view hash it was computed for.
+    successor: Option<(u64, Option<(NodeId, SocketAddr)>)>,
     next_crdt_round: Option<Instant>,
     last_crdt_round: Option<Instant>,
     next_crdt_sync: Instant,
@@ -492,9 +496,11 @@ impl Node {
             peak_live: 1,
             pp_peer: None,
             pp_learned: false,
+            pp_streak: 0,
             router,
             store,
             neighbours: Vec::new(),
+            successor: None,
             next_crdt_round: None,
             last_crdt_round: None,
             next_crdt_sync,
@@ -1548,9 +1554,16 @@ impl Node {
     }
 
     fn push_pull_tick(&mut self, now: Instant) {
+        // A node that learned from its last push-pull pulls again soon, backing off: one
+        // period, then two, four… up to the regular interval. Without the back-off, a
+        // cluster too loaded to converge would have every node exchange its whole view
+        // every period, which loads it further.
         let interval = if std::mem::take(&mut self.pp_learned) {
-            self.config.probe_interval
+            let fast = self.config.probe_interval * (1u32 << self.pp_streak.min(16));
+            self.pp_streak += 1;
+            fast.min(self.config.push_pull_interval)
         } else {
+            self.pp_streak = 0;
             self.config.push_pull_interval
         };
         self.next_push_pull = Some(now + interval.mul_f64(0.75 + 0.5 * self.rng.random::<f64>()));

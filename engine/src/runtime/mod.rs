@@ -150,9 +150,16 @@ pub trait Endpoint: Send + 'static {
 pub struct EndpointId {
     shard: u32,
     key: u64,
+    addr: SocketAddr,
 }
 
 impl EndpointId {
+    /// The local address of the endpoint's socket (with the port the system chose when
+    /// the bind address had port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// The shard (thread) hosting the endpoint.
     pub fn shard(&self) -> usize {
         self.shard as usize
@@ -538,6 +545,7 @@ impl<E: Endpoint> Runtime<E> {
         EndpointId {
             shard: shard as u32,
             key,
+            addr: local,
         }
     }
 }

@@ -1,0 +1,935 @@
+//! `loadgen run` (the default): thousands of real nodes — the engine's `Node`, each with its
+//! own UDP socket on loopback, hosted by the thread-per-core runtime — driven through a
+//! script of scenarios, measured from the nodes' own views.
+//!
+//! Every node writes, after each input, whether its view meets the goal of the current
+//! measurement and when it first did ([`host::Slot`]); the load generator only sets goals,
+//! sends commands and reads the slots. Nothing here tells a node what the others know.
+
+mod host;
+mod report;
+mod sys;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use hearsay::detector::suspicion_timeout;
+use hearsay::node::{Command, NodeConfig, PlacementConfig};
+use hearsay::placement::{NodeId, Router, Scheme};
+use hearsay::runtime::{BackendChoice, EndpointId, Runtime, RuntimeConfig};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::PresetArg;
+use host::{Delay, Faults, Goal, Host, HostCmd, Observatory, Watch};
+
+/// Cluster label of every node of a run.
+const CLUSTER: &[u8] = b"loadgen";
+
+/// Nodes that keep placement (a router): lookups are read from the first, and all of them
+/// are compared for identical placement.
+const OBSERVERS: usize = 3;
+
+/// One step of a run's script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Step {
+    /// All nodes join through the seeds at once.
+    ColdStart,
+    /// Steady state: traffic and CPU with nothing happening.
+    Steady,
+    /// One member changes its metadata (an incarnation bump spreads).
+    Rumor,
+    /// One CRDT write on one node, until every node holds it.
+    Crdt,
+    /// A fraction of the nodes crash (`--kill`), while readers look keys up.
+    Kill,
+    /// Nodes crash and restart at a rate, while readers look keys up.
+    Churn,
+    /// The nodes split in two groups for `--partition-periods`, then heal.
+    Partition,
+    /// The placement report for the live member count (hot-spot spread, keys moved).
+    Placement,
+}
+
+/// Which transport carries the datagrams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+pub(crate) enum Transport {
+    /// Real UDP sockets on loopback (io_uring, or the portable backend).
+    Udp,
+    /// The runtime's in-process network: same codec and runtime, no kernel.
+    Mem,
+}
+
+/// io_uring or portable, for `--transport udp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BackendArg {
+    /// io_uring where the kernel allows it, else portable.
+    Auto,
+    /// io_uring or fail.
+    IoUring,
+    /// epoll.
+    Portable,
+}
+
+/// Flags of a run of real nodes.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct RunArgs {
+    /// Nodes to start.
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    pub(crate) nodes: u64,
+    /// Steps to run in order, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cold-start,steady,rumor,crdt,kill,placement"
+    )]
+    pub(crate) scenario: Vec<Step>,
+    /// Datagram transport.
+    #[arg(long, value_enum, default_value_t = Transport::Udp)]
+    pub(crate) transport: Transport,
+    /// Backend of the UDP transport.
+    #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+    pub(crate) backend: BackendArg,
+    /// Shard threads (default: available cores).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub(crate) shards: Option<u64>,
+    /// Timing preset of every node: lan, wan or local.
+    #[arg(long, default_value = "lan", value_parser = crate::parse_preset)]
+    pub(crate) preset: PresetArg,
+    /// Seeds the others join through (the first nodes).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub(crate) seeds: u64,
+    /// Percent of the nodes the kill step crashes.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_percent)]
+    pub(crate) kill: f64,
+    /// Crash-and-restart operations per second in the churn step.
+    #[arg(long, default_value_t = 5.0, value_parser = parse_rate)]
+    pub(crate) churn_rate: f64,
+    /// Periods the churn step lasts.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) churn_periods: u32,
+    /// Periods over which the cold start's joins are spread, in random order (0: all at once).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_window)]
+    pub(crate) join_window: f64,
+    /// Receive buffer of every socket in bytes, capped by net.core.rmem_max (default: the
+    /// system's default).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(4096..=(1 << 30)))]
+    pub(crate) socket_buffer: Option<u64>,
+    /// Periods the partition lasts before it heals.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) partition_periods: u32,
+    /// Periods the steady step measures.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) steady_periods: u32,
+    /// Probability that a received datagram is lost.
+    #[arg(long, default_value_t = 0.0, value_parser = crate::parse_probability)]
+    pub(crate) loss: f64,
+    /// Probability that a received datagram is delivered twice.
+    #[arg(long, default_value_t = 0.0, value_parser = crate::parse_probability)]
+    pub(crate) dup: f64,
+    /// Probability that a received datagram is held back behind later ones.
+    #[arg(long, default_value_t = 0.0, value_parser = crate::parse_probability)]
+    pub(crate) reorder: f64,
+    /// Added one-way delay: `none`, `MS`, `uniform:MIN_MS:MAX_MS` or `lognormal:MEDIAN_MS:SIGMA`.
+    #[arg(long, default_value = "none", value_parser = parse_delay)]
+    pub(crate) delay: DelayArg,
+    /// Reader threads calling `lookup` during the kill and churn steps.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub(crate) readers: u64,
+    /// Placement scheme of the observer nodes whose routers the readers use.
+    #[arg(long, default_value = "jump")]
+    pub(crate) scheme: Scheme,
+    /// Keys per measurement of the placement step.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1_000..=1_000_000_000))]
+    pub(crate) keys: u64,
+    /// Schemes of the placement step (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) schemes: Vec<Scheme>,
+    /// Give up on a step after this many periods (the kill step waits for its bound).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) max_periods: u32,
+    /// Seed of the nodes and of the run's random choices.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Write the JSON record to this file.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// Write the Markdown report to this file.
+    #[arg(long)]
+    pub(crate) markdown: Option<PathBuf>,
+    /// Write SVG plots (convergence CDF per step) into this directory.
+    #[arg(long)]
+    pub(crate) svg: Option<PathBuf>,
+}
+
+/// A parsed `--delay`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DelayArg(Delay);
+
+fn parse_delay(s: &str) -> Result<DelayArg, String> {
+    let ms = |v: &str| -> Result<Duration, String> {
+        let x: f64 = v.parse().map_err(|e| format!("`{v}`: {e}"))?;
+        if x.is_finite() && (0.0..=10_000.0).contains(&x) {
+            Ok(Duration::from_secs_f64(x / 1000.0))
+        } else {
+            Err(format!("`{v}` ms is not in 0..=10000"))
+        }
+    };
+    let parts: Vec<&str> = s.split(':').collect();
+    let d = match parts.as_slice() {
+        ["none"] => Delay::None,
+        [v] => Delay::Constant(ms(v)?),
+        ["uniform", a, b] => {
+            let (a, b) = (ms(a)?, ms(b)?);
+            if a > b {
+                return Err("uniform: MIN_MS must not exceed MAX_MS".into());
+            }
+            Delay::Uniform(a, b)
+        }
+        ["lognormal", m, sigma] => {
+            let sigma: f64 = sigma.parse().map_err(|e| format!("sigma: {e}"))?;
+            if !(sigma.is_finite() && (0.0..=5.0).contains(&sigma)) {
+                return Err("lognormal: SIGMA must be in 0..=5".into());
+            }
+            Delay::LogNormal(ms(m)?, sigma)
+        }
+        _ => {
+            return Err(
+                "expected none, MS, uniform:MIN_MS:MAX_MS or lognormal:MEDIAN_MS:SIGMA".into(),
+            )
+        }
+    };
+    Ok(DelayArg(d))
+}
+
+fn parse_window(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be in 0..=100 periods".into())
+    }
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 && v < 50.0 {
+        Ok(v)
+    } else {
+        Err("must be in (0, 50)".into())
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v.is_finite() && v > 0.0 && v <= 10_000.0 {
+        Ok(v)
+    } else {
+        Err("must be in (0, 10000]".into())
+    }
+}
+
+/// Convergence of one measured event across the nodes.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Convergence {
+    /// Nodes whose view was measured (live ones).
+    pub(crate) nodes: usize,
+    /// Nodes that met the goal before the step gave up.
+    pub(crate) converged: usize,
+    pub(crate) first_ms: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) last_ms: f64,
+    /// Every converged node's time, sorted (for the CDF plot).
+    #[serde(skip)]
+    pub(crate) times_ms: Vec<f64>,
+}
+
+/// Lookup latency seen by the reader threads.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Lookups {
+    pub(crate) count: u64,
+    pub(crate) p50_ns: u64,
+    pub(crate) p99_ns: u64,
+    pub(crate) p999_ns: u64,
+    pub(crate) max_ns: u64,
+    /// Placement versions the readers saw change under them.
+    pub(crate) placement_versions: u64,
+}
+
+/// Traffic and CPU over one step.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Usage {
+    pub(crate) seconds: f64,
+    pub(crate) datagrams_per_node_s: f64,
+    pub(crate) bytes_per_node_s: f64,
+    /// CPU seconds of the whole process per wall second, over the machine's cores.
+    pub(crate) cpu_share: f64,
+    pub(crate) cpu_seconds: f64,
+    /// UDP receive errors the kernel counted (buffer overflows).
+    pub(crate) kernel_drops: u64,
+    /// Sends the runtime could not complete (dropped datagrams).
+    pub(crate) send_errors: u64,
+    /// Times a socket's receive paused because every receive buffer was in use.
+    pub(crate) recv_buffers_exhausted: u64,
+}
+
+/// What one step measured.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct StepRecord {
+    pub(crate) step: Step,
+    /// A line on what happened (who was killed, which key was written…).
+    pub(crate) what: String,
+    pub(crate) convergence: Option<Convergence>,
+    /// The bound a failure detection is held to, in ms (kill step).
+    pub(crate) bound_ms: Option<f64>,
+    pub(crate) false_suspicions: u64,
+    pub(crate) false_declarations: u64,
+    pub(crate) lookups: Option<Lookups>,
+    pub(crate) usage: Usage,
+    /// Distinct view hashes among live nodes when the step ended.
+    pub(crate) distinct_views: usize,
+}
+
+/// The whole run.
+#[derive(Debug, Serialize)]
+pub(crate) struct RunRecord {
+    pub(crate) command: String,
+    pub(crate) machine: String,
+    pub(crate) nodes: usize,
+    pub(crate) transport: Transport,
+    pub(crate) backend: String,
+    pub(crate) shards: usize,
+    pub(crate) preset: String,
+    pub(crate) period_ms: f64,
+    pub(crate) faults: String,
+    pub(crate) steps: Vec<StepRecord>,
+    pub(crate) wall_s: f64,
+    pub(crate) cpu_s: f64,
+    pub(crate) peak_rss_mib: f64,
+    pub(crate) rss_per_node_kib: f64,
+    pub(crate) placement_identical: Option<bool>,
+}
+
+/// The running cluster.
+struct Cluster {
+    rt: Runtime<Host>,
+    obs: Arc<Observatory>,
+    ids: Vec<EndpointId>,
+    addrs: Vec<SocketAddr>,
+    seeds: Vec<SocketAddr>,
+    period: Duration,
+    epoch: u32,
+    rng: SmallRng,
+    max_periods: u32,
+    progress: report::Progress,
+}
+
+impl Cluster {
+    fn live_indices(&self) -> Vec<usize> {
+        (0..self.ids.len())
+            .filter(|&i| !self.obs.killed[i].load(Ordering::Relaxed))
+            .collect()
+    }
+
+    fn send(&self, i: usize, cmd: HostCmd) -> Result<()> {
+        self.rt.command(self.ids[i], cmd)?;
+        Ok(())
+    }
+
+    /// Run `f` on node `i`'s thread and wait for its answer.
+    fn ask<T: Send + 'static>(
+        &self,
+        i: usize,
+        f: impl FnOnce(&hearsay::node::Node) -> T + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(
+            i,
+            HostCmd::Inspect(Box::new(move |n| {
+                let _ = tx.send(f(n));
+            })),
+        )?;
+        rx.recv_timeout(Duration::from_secs(30))
+            .with_context(|| format!("node {i} did not answer"))
+    }
+
+    /// Set a new goal; returns its epoch.
+    fn set_goal(&mut self, goal: Goal) -> Instant {
+        self.epoch += 1;
+        let since = Instant::now();
+        self.obs.watch.store(Arc::new(Watch {
+            goal,
+            since,
+            epoch: self.epoch,
+        }));
+        since
+    }
+
+    /// Wait until every live node met the current goal, or `limit` passed.
+    fn wait_goal(&mut self, label: &str, limit: Duration) -> Convergence {
+        let live = self.live_indices();
+        let start = Instant::now();
+        loop {
+            let done = live
+                .iter()
+                .filter(|&&i| self.obs.slots[i].epoch.load(Ordering::Acquire) == self.epoch)
+                .count();
+            self.progress
+                .update(label, done, live.len(), start.elapsed());
+            if done == live.len() || start.elapsed() >= limit {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.progress.finish();
+        let mut times: Vec<f64> = live
+            .iter()
+            .filter(|&&i| self.obs.slots[i].epoch.load(Ordering::Acquire) == self.epoch)
+            .map(|&i| self.obs.slots[i].at_us.load(Ordering::Relaxed) as f64 / 1000.0)
+            .collect();
+        times.sort_by(f64::total_cmp);
+        let q = |p: f64| -> f64 {
+            if times.is_empty() {
+                return f64::NAN;
+            }
+            let k = ((p * times.len() as f64).ceil() as usize).clamp(1, times.len());
+            times[k - 1]
+        };
+        Convergence {
+            nodes: live.len(),
+            converged: times.len(),
+            first_ms: times.first().copied().unwrap_or(f64::NAN),
+            p50_ms: q(0.50),
+            p99_ms: q(0.99),
+            last_ms: times.last().copied().unwrap_or(f64::NAN),
+            times_ms: times,
+        }
+    }
+
+    fn distinct_views(&self) -> usize {
+        let mut hashes: Vec<u64> = self
+            .live_indices()
+            .iter()
+            .map(|&i| self.obs.slots[i].view_hash.load(Ordering::Relaxed))
+            .collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        hashes.len()
+    }
+
+    /// Wait (at most `limit`) until every live node has the same view.
+    fn wait_same_view(&self, limit: Duration) -> usize {
+        let start = Instant::now();
+        loop {
+            let d = self.distinct_views();
+            if d <= 1 || start.elapsed() >= limit {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn limit(&self) -> Duration {
+        self.period * self.max_periods
+    }
+
+    fn counters(&self) -> (u64, u64) {
+        (
+            self.obs.false_suspicions.load(Ordering::Relaxed),
+            self.obs.false_declarations.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A random live node that is neither a seed nor an observer.
+    fn pick(&mut self, exclude: &[usize]) -> Option<usize> {
+        let floor = OBSERVERS.max(self.seeds.len());
+        let live: Vec<usize> = self
+            .live_indices()
+            .into_iter()
+            .filter(|&i| i >= floor && !exclude.contains(&i))
+            .collect();
+        live.get(self.rng.random_range(0..live.len().max(1)))
+            .copied()
+    }
+}
+
+/// Counters sampled at a step's start, to report the step's usage.
+struct Meter {
+    at: Instant,
+    start: hearsay::runtime::Stats,
+    datagrams: u64,
+    bytes: u64,
+    cpu: f64,
+    drops: u64,
+}
+
+impl Meter {
+    fn start(c: &Cluster) -> Self {
+        let s = c.rt.stats();
+        Self {
+            at: Instant::now(),
+            start: s,
+            datagrams: s.datagrams_out,
+            bytes: s.bytes_out,
+            cpu: sys::cpu_seconds(),
+            drops: sys::udp_receive_errors(),
+        }
+    }
+
+    fn stop(&self, c: &Cluster) -> Usage {
+        let s = c.rt.stats();
+        let secs = self.at.elapsed().as_secs_f64().max(1e-9);
+        let n = c.live_indices().len().max(1) as f64;
+        let cpu = sys::cpu_seconds() - self.cpu;
+        Usage {
+            seconds: secs,
+            datagrams_per_node_s: (s.datagrams_out - self.datagrams) as f64 / n / secs,
+            bytes_per_node_s: (s.bytes_out - self.bytes) as f64 / n / secs,
+            cpu_share: cpu / secs / sys::cores() as f64,
+            cpu_seconds: cpu,
+            kernel_drops: sys::udp_receive_errors().saturating_sub(self.drops),
+            send_errors: (s.send_errors + s.send_queue_full)
+                .saturating_sub(self.start.send_errors + self.start.send_queue_full),
+            recv_buffers_exhausted: s
+                .recv_buffers_exhausted
+                .saturating_sub(self.start.recv_buffers_exhausted),
+        }
+    }
+}
+
+/// Reader threads calling `lookup` on a router until stopped.
+struct Readers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(Histogram<u64>, u64)>>,
+}
+
+impl Readers {
+    fn start(router: Option<Arc<Router>>, count: usize, seed: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = router
+            .map(|router| {
+                (0..count)
+                    .map(|t| {
+                        let router = Arc::clone(&router);
+                        let stop = Arc::clone(&stop);
+                        std::thread::spawn(move || read_loop(&router, &stop, seed ^ t as u64))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self { stop, threads }
+    }
+
+    fn finish(self) -> Option<Lookups> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = Histogram::<u64>::new(3).ok()?;
+        let mut versions = 0;
+        let mut any = false;
+        for t in self.threads {
+            let (h, v) = t.join().ok()?;
+            total.add(&h).ok()?;
+            versions = versions.max(v);
+            any = true;
+        }
+        any.then(|| Lookups {
+            count: total.len(),
+            p50_ns: total.value_at_quantile(0.50),
+            p99_ns: total.value_at_quantile(0.99),
+            p999_ns: total.value_at_quantile(0.999),
+            max_ns: total.max(),
+            placement_versions: versions,
+        })
+    }
+}
+
+fn read_loop(router: &Router, stop: &AtomicBool, seed: u64) -> (Histogram<u64>, u64) {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).expect("valid bounds");
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut version = router.load().version();
+    let mut versions = 0;
+    let mut sink = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..64 {
+            let key: u64 = rng.random();
+            let t = Instant::now();
+            let owner = router.lookup(key);
+            let ns = t.elapsed().as_nanos() as u64;
+            sink = sink.wrapping_add(owner.0);
+            let _ = h.record(ns.max(1));
+        }
+        let v = router.load().version();
+        if v != version {
+            versions += 1;
+            version = v;
+        }
+    }
+    std::hint::black_box(sink);
+    (h, versions)
+}
+
+/// SplitMix64's finaliser: distinct, well-mixed seeds for consecutive node indices.
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Run the script.
+pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
+    let wall = Instant::now();
+    let n = args.nodes as usize;
+    if args.scenario.first() != Some(&Step::ColdStart)
+        || args.scenario[1..].contains(&Step::ColdStart)
+    {
+        bail!("--scenario must start with cold-start, and only once (the nodes join there)");
+    }
+    if args.transport == Transport::Udp {
+        sys::raise_open_files(n)?;
+    }
+    let faults = Faults {
+        loss: args.loss,
+        dup: args.dup,
+        reorder: args.reorder,
+        delay: args.delay.0,
+    };
+    let obs = Arc::new(Observatory::new(n, faults));
+    let mut rt_config = RuntimeConfig {
+        backend: match (args.transport, args.backend) {
+            (Transport::Mem, _) => BackendChoice::Memory,
+            (Transport::Udp, BackendArg::Auto) => BackendChoice::Auto,
+            (Transport::Udp, BackendArg::IoUring) => BackendChoice::IoUring,
+            (Transport::Udp, BackendArg::Portable) => BackendChoice::Portable,
+        },
+        recv_buffers: 4096,
+        socket_recv_buffer: args.socket_buffer.map(|b| sys::socket_buffer(b as usize)),
+        ..RuntimeConfig::default()
+    };
+    if let Some(s) = args.shards {
+        rt_config.shards = s as usize;
+    }
+    let shards = rt_config.shards;
+    let rt: Runtime<Host> = Runtime::start(rt_config).context("starting the runtime")?;
+    let backend = rt.backend().to_string();
+    let preset = args.preset.0;
+    let template = NodeConfig::new(preset, "127.0.0.1:1".parse()?, CLUSTER);
+    let period = template.probe_interval;
+    eprintln!(
+        "loadgen run: {n} nodes on {backend}, {shards} shards, preset {preset:?} (period {} ms), scenario {:?}",
+        period.as_millis(),
+        args.scenario
+    );
+
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let obs = Arc::clone(&obs);
+        let scheme = args.scheme;
+        let seed = args.seed;
+        let id = rt
+            .add_endpoint("127.0.0.1:0".parse()?, move |addr| {
+                let mut c = NodeConfig::new(preset, addr, CLUSTER);
+                c.id = NodeId(i as u64 + 1);
+                c.rng_seed = splitmix(seed ^ (i as u64));
+                if i < OBSERVERS {
+                    c.placement = Some(PlacementConfig { scheme, seed });
+                }
+                Host::new(i, c, Instant::now(), obs)
+            })
+            .with_context(|| format!("binding the socket of node {i}"))?;
+        ids.push(id);
+    }
+    let addrs: Vec<SocketAddr> = ids.iter().map(EndpointId::local_addr).collect();
+    let index_of: HashMap<SocketAddr, u32> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (*a, i as u32))
+        .collect();
+    let _ = obs.index_of.set(index_of);
+    let seeds = addrs[..(args.seeds as usize).min(n)].to_vec();
+    let mut c = Cluster {
+        rt,
+        obs,
+        ids,
+        addrs,
+        seeds,
+        period,
+        epoch: 0,
+        rng: SmallRng::seed_from_u64(args.seed),
+        max_periods: args.max_periods,
+        progress: report::Progress::new(),
+    };
+    let rss_before = sys::rss_bytes();
+
+    let mut steps = Vec::new();
+    let mut joined = false;
+    let mut rss_per_node = 0.0;
+    for &step in &args.scenario {
+        let (sus0, dec0) = c.counters();
+        let meter = Meter::start(&c);
+        let mut rec = StepRecord {
+            step,
+            what: String::new(),
+            convergence: None,
+            bound_ms: None,
+            false_suspicions: 0,
+            false_declarations: 0,
+            lookups: None,
+            usage: Usage::default(),
+            distinct_views: 0,
+        };
+        match step {
+            Step::ColdStart => {
+                joined = true;
+                let since = c.set_goal(Goal::Live(n));
+                c.send(0, HostCmd::Node(Command::Join(vec![])))?;
+                let window = c.period.mul_f64(args.join_window);
+                let mut joins: Vec<(Duration, usize)> = (1..n)
+                    .map(|i| (window.mul_f64(c.rng.random::<f64>()), i))
+                    .collect();
+                joins.sort_unstable();
+                for (at, i) in joins {
+                    let wait = (since + at).saturating_duration_since(Instant::now());
+                    if !wait.is_zero() {
+                        std::thread::sleep(wait);
+                    }
+                    c.send(i, HostCmd::Node(Command::Join(c.seeds.clone())))?;
+                }
+                let limit = c.limit();
+                rec.convergence = Some(c.wait_goal("cold start", limit));
+                rec.distinct_views = c.wait_same_view(c.period * 10);
+                rec.what = format!(
+                    "{n} nodes join through {} seed{}, spread over {} periods",
+                    c.seeds.len(),
+                    if c.seeds.len() == 1 { "" } else { "s" },
+                    args.join_window
+                );
+                rss_per_node =
+                    sys::rss_bytes().saturating_sub(rss_before) as f64 / n as f64 / 1024.0;
+            }
+            Step::Steady => {
+                std::thread::sleep(c.period * args.steady_periods);
+                rec.what = format!("{} periods with no change", args.steady_periods);
+                rec.distinct_views = c.distinct_views();
+            }
+            Step::Rumor => {
+                let Some(who) = c.pick(&[]) else {
+                    bail!("no live node for the rumour")
+                };
+                let inc = c.ask(who, |node| node.incarnation())?;
+                let id = NodeId(who as u64 + 1);
+                c.set_goal(Goal::Incarnation {
+                    id,
+                    at_least: inc + 1,
+                });
+                c.send(
+                    who,
+                    HostCmd::Node(Command::SetMetadata(b"role=rumour".to_vec())),
+                )?;
+                let limit = c.limit();
+                rec.convergence = Some(c.wait_goal("rumour", limit));
+                rec.what = format!("node {who} changes its metadata (incarnation {})", inc + 1);
+                rec.distinct_views = c.wait_same_view(c.period * 10);
+            }
+            Step::Crdt => {
+                let Some(who) = c.pick(&[]) else {
+                    bail!("no live node for the write")
+                };
+                let key = format!("loadgen/{}", c.epoch + 1).into_bytes();
+                c.set_goal(Goal::Key(key.clone()));
+                c.send(
+                    who,
+                    HostCmd::Node(Command::CrdtUpdate {
+                        key,
+                        kind: hearsay::crdt::Kind::GCounter,
+                        op: hearsay::crdt::Op::Incr(1),
+                    }),
+                )?;
+                let limit = c.limit();
+                rec.convergence = Some(c.wait_goal("crdt write", limit));
+                rec.what = format!("node {who} increments a counter");
+                rec.distinct_views = c.distinct_views();
+            }
+            Step::Kill => {
+                let live = c.live_indices().len();
+                let k = ((live as f64 * args.kill / 100.0).round() as usize).max(1);
+                let mut victims = Vec::with_capacity(k);
+                while victims.len() < k {
+                    match c.pick(&victims) {
+                        Some(v) => victims.push(v),
+                        None => break,
+                    }
+                }
+                let router = c.ask(0, Host::router)?;
+                let readers = Readers::start(router, args.readers as usize, args.seed);
+                for &v in &victims {
+                    c.obs.killed[v].store(true, Ordering::Relaxed);
+                }
+                let dead: Vec<NodeId> = victims.iter().map(|&v| NodeId(v as u64 + 1)).collect();
+                c.set_goal(Goal::Dead(dead));
+                for &v in &victims {
+                    c.send(v, HostCmd::Kill)?;
+                }
+                let bound = c.period * 3
+                    + suspicion_timeout(
+                        live,
+                        c.period,
+                        template.suspicion_mult,
+                        template.suspicion_max_mult,
+                        0,
+                    )
+                    + c.period * 3;
+                rec.bound_ms = Some(bound.as_secs_f64() * 1000.0);
+                rec.convergence = Some(c.wait_goal("failure detection", bound + c.period * 3));
+                rec.lookups = readers.finish();
+                rec.what = format!("{} nodes crash ({}% of {live})", victims.len(), args.kill);
+                rec.distinct_views = c.wait_same_view(c.period * 10);
+            }
+            Step::Churn => {
+                let router = c.ask(0, Host::router)?;
+                let readers = Readers::start(router, args.readers as usize, args.seed);
+                let end = Instant::now() + c.period * args.churn_periods;
+                let gap = Duration::from_secs_f64(1.0 / args.churn_rate);
+                let mut down: Vec<usize> = Vec::new();
+                let mut ops = 0u64;
+                while Instant::now() < end {
+                    // Crash one; restart one that has been down for a while.
+                    if let Some(v) = c.pick(&down) {
+                        c.obs.killed[v].store(true, Ordering::Relaxed);
+                        c.send(v, HostCmd::Kill)?;
+                        down.push(v);
+                        ops += 1;
+                    }
+                    if down.len() > 4 {
+                        let v = down.remove(0);
+                        c.send(v, HostCmd::Restart(c.seeds.clone()))?;
+                        c.obs.killed[v].store(false, Ordering::Relaxed);
+                        ops += 1;
+                    }
+                    c.progress.update(
+                        "churn",
+                        ops as usize,
+                        0,
+                        Instant::now() - (end - c.period * args.churn_periods),
+                    );
+                    std::thread::sleep(gap);
+                }
+                c.progress.finish();
+                for v in down.drain(..) {
+                    c.send(v, HostCmd::Restart(c.seeds.clone()))?;
+                    c.obs.killed[v].store(false, Ordering::Relaxed);
+                }
+                c.set_goal(Goal::Live(n));
+                let limit = c.limit();
+                rec.convergence = Some(c.wait_goal("churn settles", limit));
+                rec.lookups = readers.finish();
+                rec.what = format!(
+                    "{ops} crashes and restarts at {}/s for {} periods; then all restart",
+                    args.churn_rate, args.churn_periods
+                );
+                rec.distinct_views = c.wait_same_view(c.period * 10);
+            }
+            Step::Partition => {
+                c.obs.partitioned.store(true, Ordering::Relaxed);
+                std::thread::sleep(c.period * args.partition_periods);
+                c.obs.partitioned.store(false, Ordering::Relaxed);
+                let live = c.live_indices().len();
+                c.set_goal(Goal::Live(live));
+                let limit = c.limit();
+                rec.convergence = Some(c.wait_goal("partition heal", limit));
+                rec.what = format!(
+                    "two halves cut off for {} periods, then healed",
+                    args.partition_periods
+                );
+                rec.distinct_views = c.wait_same_view(c.period * 10);
+            }
+            Step::Placement => {
+                let live = c.live_indices().len() as u64;
+                let pargs = crate::PlacementArgs {
+                    nodes: live,
+                    keys: args.keys,
+                    zipf: 1.1,
+                    schemes: args.schemes.clone(),
+                    seed: crate::PLACEMENT_SEED,
+                    threads: None,
+                    json: args
+                        .json
+                        .as_ref()
+                        .map(|p| p.with_extension("placement.json")),
+                    markdown: args
+                        .markdown
+                        .as_ref()
+                        .map(|p| p.with_extension("placement.md")),
+                };
+                crate::placement::run(&pargs)?;
+                rec.what = format!("placement report for the {live} live members");
+            }
+        }
+        let (sus1, dec1) = c.counters();
+        rec.false_suspicions = sus1 - sus0;
+        rec.false_declarations = dec1 - dec0;
+        rec.usage = meter.stop(&c);
+        eprintln!("{}", report::step_line(&rec, c.period));
+        steps.push(rec);
+    }
+
+    // Every observer's router must place keys identically.
+    let placement_identical = if joined {
+        let routers: Vec<Arc<Router>> = (0..OBSERVERS.min(n))
+            .filter(|&i| !c.obs.killed[i].load(Ordering::Relaxed))
+            .filter_map(|i| c.ask(i, Host::router).ok().flatten())
+            .collect();
+        let same = |_: ()| {
+            (0..10_000u64).all(|k| {
+                let a = routers[0].lookup(k);
+                routers.iter().all(|r| r.lookup(k) == a)
+            })
+        };
+        let start = Instant::now();
+        let mut ok = routers.len() > 1 && same(());
+        while routers.len() > 1 && !ok && start.elapsed() < c.period * 5 {
+            std::thread::sleep(c.period / 10);
+            ok = same(());
+        }
+        (routers.len() > 1).then_some(ok)
+    } else {
+        None
+    };
+
+    let record = RunRecord {
+        command: command_line,
+        machine: sys::machine_line(),
+        nodes: n,
+        transport: args.transport,
+        backend,
+        shards,
+        preset: format!("{preset:?}"),
+        period_ms: period.as_secs_f64() * 1000.0,
+        faults: format!(
+            "loss {}, dup {}, reorder {}, delay {:?}",
+            args.loss, args.dup, args.reorder, args.delay.0
+        ),
+        steps,
+        wall_s: wall.elapsed().as_secs_f64(),
+        cpu_s: sys::cpu_seconds(),
+        peak_rss_mib: sys::peak_rss_bytes() as f64 / (1024.0 * 1024.0),
+        rss_per_node_kib: rss_per_node,
+        placement_identical,
+    };
+    for (i, st) in c.rt.shard_stats().iter().enumerate() {
+        eprintln!("runtime shard {i}: {st:?}");
+    }
+    c.rt.shutdown().context("stopping the runtime")?;
+    report::emit(&record, args)?;
+    let _ = c.addrs;
+    Ok(())
+}

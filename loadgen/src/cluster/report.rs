@@ -1,0 +1,350 @@
+//! Progress display, summary table, JSON, Markdown and SVG of a run.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{Convergence, RunArgs, RunRecord, StepRecord};
+
+/// A live progress bar on a terminal, a plain line every few seconds otherwise.
+pub(crate) struct Progress {
+    bar: Option<ProgressBar>,
+    tty: bool,
+    last_line: Option<Instant>,
+}
+
+impl Progress {
+    pub(crate) fn new() -> Self {
+        Self {
+            bar: None,
+            tty: std::io::stderr().is_terminal(),
+            last_line: None,
+        }
+    }
+
+    /// `done` of `total` nodes (total 0: a count with no end) after `elapsed`.
+    pub(crate) fn update(&mut self, label: &str, done: usize, total: usize, elapsed: Duration) {
+        if self.tty {
+            let bar = self.bar.get_or_insert_with(|| {
+                let b = ProgressBar::new(total as u64);
+                b.set_style(
+                    ProgressStyle::with_template("{msg:>18} [{bar:40}] {pos}/{len} {elapsed}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+                b.set_message(label.to_string());
+                b
+            });
+            bar.set_position(done as u64);
+        } else if self
+            .last_line
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+        {
+            self.last_line = Some(Instant::now());
+            if total > 0 {
+                eprintln!(
+                    "  {label}: {done}/{total} nodes after {:.1} s",
+                    elapsed.as_secs_f64()
+                );
+            } else {
+                eprintln!("  {label}: {done} after {:.1} s", elapsed.as_secs_f64());
+            }
+        }
+    }
+
+    pub(crate) fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        self.last_line = None;
+    }
+}
+
+fn ms(x: f64) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+fn conv_cells(c: &Option<Convergence>, period_ms: f64) -> [String; 6] {
+    match c {
+        Some(c) => [
+            format!("{}/{}", c.converged, c.nodes),
+            ms(c.first_ms),
+            ms(c.p50_ms),
+            ms(c.p99_ms),
+            ms(c.last_ms),
+            format!("{:.2}", c.last_ms / period_ms),
+        ],
+        None => std::array::from_fn(|_| "-".to_string()),
+    }
+}
+
+/// One line per finished step, for the log.
+pub(crate) fn step_line(r: &StepRecord, period: Duration) -> String {
+    let period_ms = period.as_secs_f64() * 1000.0;
+    let mut s = format!("{:?}: {}", r.step, r.what);
+    if let Some(c) = &r.convergence {
+        if c.converged < c.nodes {
+            let _ = write!(
+                s,
+                "; NOT CONVERGED: {} nodes never met the goal",
+                c.nodes - c.converged
+            );
+        }
+        let _ = write!(
+            s,
+            "; {}/{} nodes, first {} ms, p50 {} ms, p99 {} ms, last {} ms ({:.2} periods)",
+            c.converged,
+            c.nodes,
+            ms(c.first_ms),
+            ms(c.p50_ms),
+            ms(c.p99_ms),
+            ms(c.last_ms),
+            c.last_ms / period_ms
+        );
+    }
+    if let Some(b) = r.bound_ms {
+        let _ = write!(s, ", bound {} ms", ms(b));
+    }
+    let _ = write!(
+        s,
+        "; false suspicions {}, false declarations {}; {:.0} B/node/s, CPU {:.0}%; kernel drops {}, send errors {}, receive pauses {}",
+        r.false_suspicions,
+        r.false_declarations,
+        r.usage.bytes_per_node_s,
+        r.usage.cpu_share * 100.0,
+        r.usage.kernel_drops,
+        r.usage.send_errors,
+        r.usage.recv_buffers_exhausted
+    );
+    s
+}
+
+const HEADER: [&str; 16] = [
+    "step",
+    "nodes",
+    "first ms",
+    "p50 ms",
+    "p99 ms",
+    "last ms",
+    "last periods",
+    "bound ms",
+    "false susp.",
+    "false decl.",
+    "views",
+    "B/node/s",
+    "dgrams/node/s",
+    "CPU %",
+    "kernel drops",
+    "wall s",
+];
+
+fn rows(rec: &RunRecord) -> Vec<[String; 16]> {
+    rec.steps
+        .iter()
+        .map(|r| {
+            let c = conv_cells(&r.convergence, rec.period_ms);
+            [
+                format!("{:?}", r.step).to_lowercase(),
+                c[0].clone(),
+                c[1].clone(),
+                c[2].clone(),
+                c[3].clone(),
+                c[4].clone(),
+                c[5].clone(),
+                r.bound_ms.map_or("-".into(), ms),
+                r.false_suspicions.to_string(),
+                r.false_declarations.to_string(),
+                if r.distinct_views == 0 {
+                    "-".into()
+                } else {
+                    r.distinct_views.to_string()
+                },
+                format!("{:.0}", r.usage.bytes_per_node_s),
+                format!("{:.2}", r.usage.datagrams_per_node_s),
+                format!("{:.0}", r.usage.cpu_share * 100.0),
+                r.usage.kernel_drops.to_string(),
+                format!("{:.1}", r.usage.seconds),
+            ]
+        })
+        .collect()
+}
+
+fn lookups_lines(rec: &RunRecord) -> Vec<String> {
+    rec.steps
+        .iter()
+        .filter_map(|r| {
+            let l = r.lookups.as_ref()?;
+            Some(format!(
+                "lookup during {:?}: {} lookups, p50 {} ns, p99 {} ns, p999 {} ns, max {} ns; placement changed {} times under the readers",
+                r.step, l.count, l.p50_ns, l.p99_ns, l.p999_ns, l.max_ns, l.placement_versions
+            ))
+        })
+        .collect()
+}
+
+fn summary_lines(rec: &RunRecord) -> Vec<String> {
+    vec![
+        format!(
+            "{} nodes, {} transport on {}, {} shards, preset {} (period {} ms), faults: {}",
+            rec.nodes, format!("{:?}", rec.transport).to_lowercase(), rec.backend, rec.shards, rec.preset, rec.period_ms, rec.faults
+        ),
+        format!(
+            "wall {:.1} s, CPU {:.1} s, peak RSS {:.0} MiB, {:.1} KiB per node after cold start; observers' placement identical: {}",
+            rec.wall_s,
+            rec.cpu_s,
+            rec.peak_rss_mib,
+            rec.rss_per_node_kib,
+            rec.placement_identical.map_or("not checked".into(), |b| if b { "yes".to_string() } else { "NO".to_string() })
+        ),
+    ]
+}
+
+fn render_table(rec: &RunRecord) -> String {
+    let rows = rows(rec);
+    let mut widths: Vec<usize> = HEADER.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for line in summary_lines(rec) {
+        let _ = writeln!(out, "{line}");
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if i == 0 {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let _ = writeln!(out, "{}", line(HEADER.to_vec()));
+    for r in &rows {
+        let _ = writeln!(out, "{}", line(r.iter().map(String::as_str).collect()));
+    }
+    for l in lookups_lines(rec) {
+        let _ = writeln!(out, "{l}");
+    }
+    out
+}
+
+fn render_markdown(rec: &RunRecord) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# loadgen run: {} real nodes\n", rec.nodes);
+    let _ = writeln!(out, "`{}`\n", rec.command);
+    let _ = writeln!(out, "{}\n", rec.machine);
+    for line in summary_lines(rec) {
+        let _ = writeln!(out, "{line}\n");
+    }
+    let _ = writeln!(out, "| {} |", HEADER.join(" | "));
+    let _ = writeln!(
+        out,
+        "|---|{}",
+        HEADER[1..].iter().map(|_| "--:|").collect::<String>()
+    );
+    for r in rows(rec) {
+        let _ = writeln!(out, "| {} |", r.join(" | "));
+    }
+    let _ = writeln!(out);
+    for r in &rec.steps {
+        let _ = writeln!(out, "- {:?}: {}", r.step, r.what);
+    }
+    for l in lookups_lines(rec) {
+        let _ = writeln!(out, "- {l}");
+    }
+    let _ = writeln!(
+        out,
+        "\nTimes are from the event (goal set, command sent) until each live node's own view \
+         reflected it, as recorded by the node's shard. \"last periods\" divides the last \
+         node's time by the probe interval; \"views\" counts distinct view hashes among live \
+         nodes when the step ended (1: every node has the same view); B/node/s and \
+         datagrams/node/s are sent traffic over the step's wall time; CPU % is the whole \
+         process over all cores."
+    );
+    out
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Convergence CDF of every measured step, one SVG per step.
+fn write_svgs(rec: &RunRecord, dir: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for r in &rec.steps {
+        let Some(c) = &r.convergence else { continue };
+        if c.times_ms.is_empty() {
+            continue;
+        }
+        let name = format!("{:?}", r.step).to_lowercase();
+        let path = dir.join(format!("convergence-{name}.svg"));
+        let root = SVGBackend::new(&path, (720, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let max_x = c.last_ms.max(1.0) * 1.05;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!(
+                    "{name}: nodes whose view reflects the event ({} nodes)",
+                    c.nodes
+                ),
+                ("sans-serif", 16),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..max_x, 0.0..1.0)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("ms after the event")
+            .y_desc("fraction of nodes")
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let n = c.nodes.max(1) as f64;
+        chart
+            .draw_series(LineSeries::new(
+                c.times_ms
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &t)| (t, (i + 1) as f64 / n)),
+                &BLUE,
+            ))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
+}
+
+/// Print the table; write JSON, Markdown and plots where asked.
+pub(crate) fn emit(rec: &RunRecord, args: &RunArgs) -> Result<()> {
+    print!("{}", render_table(rec));
+    if let Some(p) = &args.json {
+        write_file(p, &serde_json::to_vec_pretty(rec)?)?;
+    }
+    if let Some(p) = &args.markdown {
+        write_file(p, render_markdown(rec).as_bytes())?;
+    }
+    if let Some(d) = &args.svg {
+        write_svgs(rec, d)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! The default run end to end, small: real nodes on the runtime, every step measured.
+
+use std::process::Command;
+
+fn run(args: &[&str]) -> serde_json::Value {
+    let dir = std::env::temp_dir().join(format!("loadgen-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join(format!("{}.json", args.join("_").replace(['-', ','], "")));
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "loadgen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap()
+}
+
+fn check_converged(record: &serde_json::Value, steps: &[&str]) {
+    let got: Vec<&str> = record["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, steps);
+    for s in record["steps"].as_array().unwrap() {
+        if let Some(c) = s["convergence"].as_object() {
+            assert_eq!(
+                c["converged"], c["nodes"],
+                "step {} did not converge: {s}",
+                s["step"]
+            );
+            assert!(c["last_ms"].as_f64().unwrap() >= c["first_ms"].as_f64().unwrap());
+        }
+        assert_eq!(s["false_declarations"], 0, "{s}");
+        if s["step"] != "kill" && s["step"] != "placement" {
+            assert_eq!(s["distinct_views"], 1, "views differ after {}", s["step"]);
+        }
+    }
+    assert_eq!(record["placement_identical"], true);
+}
+
+#[test]
+fn cold_start_rumour_crdt_and_kill_on_the_memory_transport() {
+    let r = run(&[
+        "run",
+        "--nodes",
+        "60",
+        "--preset",
+        "local",
+        "--transport",
+        "mem",
+        "--scenario",
+        "cold-start,rumor,crdt,kill,partition",
+        "--kill",
+        "5",
+        "--partition-periods",
+        "3",
+    ]);
+    check_converged(&r, &["cold-start", "rumor", "crdt", "kill", "partition"]);
+    let kill = &r["steps"][3];
+    // 5% of 60: three nodes crash; the other 57 see them dead, within the bound.
+    assert_eq!(kill["convergence"]["nodes"], 57);
+    assert!(kill["convergence"]["last_ms"].as_f64().unwrap() <= kill["bound_ms"].as_f64().unwrap());
+    assert!(kill["lookups"]["count"].as_u64().unwrap() > 0);
+    assert_eq!(r["backend"], "memory (in-process network)");
+}
+
+#[test]
+fn real_udp_sockets_with_loss_and_churn() {
+    let r = run(&[
+        "--nodes",
+        "40",
+        "--preset",
+        "local",
+        "--scenario",
+        "cold-start,churn,rumor",
+        "--churn-periods",
+        "5",
+        "--loss",
+        "0.05",
+        "--delay",
+        "uniform:0:2",
+    ]);
+    check_converged(&r, &["cold-start", "churn", "rumor"]);
+    assert_eq!(r["transport"], "Udp");
+}
+
+#[test]
+fn bad_arguments_are_one_line_errors() {
+    for args in [
+        &["--nodes", "1"][..],
+        &["--delay", "uniform:5:1"],
+        &["--scenario", "rumor"],
+        &["--loss", "1.5"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+    }
+}
