@@ -509,6 +509,7 @@ impl Meter {
 
 /// Reader threads calling `lookup` on a router until stopped.
 struct Readers {
+    router: Option<Arc<Router>>,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<(Histogram<u64>, u64)>>,
 }
@@ -517,6 +518,7 @@ impl Readers {
     fn start(router: Option<Arc<Router>>, count: usize, seed: u64) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let threads = router
+            .clone()
             .map(|router| {
                 (0..count)
                     .map(|t| {
@@ -527,7 +529,21 @@ impl Readers {
                     .collect()
             })
             .unwrap_or_default();
-        Self { stop, threads }
+        Self {
+            router,
+            stop,
+            threads,
+        }
+    }
+
+    /// Keep reading until the router places keys on `members` nodes (the change reached
+    /// placement), or `limit` passed.
+    fn settle(&self, members: usize, limit: Duration) {
+        let Some(router) = &self.router else { return };
+        let start = Instant::now();
+        while router.load().nodes().len() != members && start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn finish(self) -> Option<Lookups> {
@@ -790,6 +806,7 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
                     + c.period * 3;
                 rec.bound_ms = Some(bound.as_secs_f64() * 1000.0);
                 rec.convergence = Some(c.wait_goal("failure detection", bound + c.period * 3));
+                readers.settle(c.live_indices().len(), c.period * 3);
                 rec.lookups = readers.finish();
                 rec.what = format!("{} nodes crash ({}% of {live})", victims.len(), args.kill);
                 rec.distinct_views = c.wait_same_view(c.period * 10);
@@ -831,6 +848,7 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
                 c.set_goal(Goal::Live(n));
                 let limit = c.limit();
                 rec.convergence = Some(c.wait_goal("churn settles", limit));
+                readers.settle(n, c.period * 3);
                 rec.lookups = readers.finish();
                 rec.what = format!(
                     "{ops} crashes and restarts at {}/s for {} periods; then all restart",
