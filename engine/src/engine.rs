@@ -580,6 +580,12 @@ impl Engine {
         Ok(self.runtime()?.stats())
     }
 
+    /// The runtime's counters per shard thread, in shard order (the node runs on one;
+    /// queue depths are per shard).
+    pub fn shard_stats(&self) -> Result<Vec<Stats>, EngineError> {
+        Ok(self.runtime()?.shard_stats())
+    }
+
     /// The runtime backend in use.
     pub fn backend(&self) -> Result<BackendInfo, EngineError> {
         Ok(self.runtime()?.backend().clone())

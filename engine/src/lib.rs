@@ -5,7 +5,44 @@
 //! state as delta-CRDTs. There is no master, no global lock, no distributed transaction,
 //! and no node trusts another's clock.
 //!
-//! What the crate has today:
+//! An application embeds a node with an [`Engine`](engine::Engine): start it, point it at
+//! any member as a seed, then ask it who owns a key, from any thread, without blocking.
+//!
+//! ```
+//! use hearsay::crdt::{Kind, Op};
+//! use hearsay::engine::Engine;
+//! use hearsay::node::Preset;
+//!
+//! // A cluster of one on loopback (port 0 picks a free port). A second node would call
+//! // `.seed(first.local().unwrap().addr.to_string())` to join it.
+//! let engine = Engine::builder()
+//!     .bind("127.0.0.1:0".parse()?)
+//!     .cluster("docs")
+//!     .preset(Preset::Local)
+//!     .start()?;
+//! let me = engine.local().expect("the local member is published at start");
+//! assert_eq!(engine.lookup("session:8f1c"), me.id); // the only member owns every key
+//!
+//! // Soft shared state: a counter every member can increment; it replicates by gossip.
+//! engine.update(b"hits", Kind::PNCounter, Op::Incr(3))?;
+//! assert_eq!(engine.get(b"hits")?.and_then(|v| v.counter()), Some(3));
+//! engine.shutdown()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The `hearsay` binary (feature `agent`, on by default) runs the same engine as a
+//! standalone agent with an HTTP endpoint for metrics, debugging and a small key-value
+//! API; see the README. [`build`] holds the version and build information compiled in.
+//!
+//! What the crate has:
+//! - [`engine`]: the embeddable [`Engine`](engine::Engine) handle, which runs a node on the
+//!   runtime for an application;
+//! - [`node`]: the membership node, a sans-IO state machine: join through any seed, SWIM
+//!   probing with Lifeguard's local health and dynamic suspicion, piggybacked
+//!   dissemination, push-pull anti-entropy, drain and leave, placement rebuilt from the
+//!   view, and CRDT replication; its parts live in [`membership`] (the member table, itself
+//!   a CRDT), [`detector`], [`dissemination`] and [`replication`]. `engine/ALGORITHM.md`
+//!   describes the protocol;
 //! - [`placement`]: every consistent-hashing scheme a router would pick behind one trait,
 //!   and a [`Router`](placement::Router) whose `lookup` never blocks while membership
 //!   changes;
@@ -20,15 +57,7 @@
 //!   simulator that runs thousands of the same endpoints in virtual time, with loss,
 //!   latency, duplication, reordering, partitions, crashes and pauses.
 //!
-//! - [`node`]: the membership node, a sans-IO state machine: join through any seed, SWIM
-//!   probing with Lifeguard's local health and dynamic suspicion, piggybacked
-//!   dissemination, push-pull anti-entropy, drain and leave, placement rebuilt from the
-//!   view, and CRDT replication; its parts live in [`membership`] (the member table, itself
-//!   a CRDT), [`detector`], [`dissemination`] and [`replication`]. `engine/ALGORITHM.md`
-//!   describes the protocol.
-//!
-//! The embeddable `Engine` handle, which runs nodes on the runtime for an application,
-//! builds on these.
+//! Placement on its own, without a cluster:
 //!
 //! ```
 //! use hearsay::placement::{Node, Router, Scheme};
@@ -43,6 +72,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod build;
 pub mod codec;
 pub mod crdt;
 pub mod detector;

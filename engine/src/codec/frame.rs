@@ -2,7 +2,9 @@
 
 use super::keyring::{Encryption, KeyRing, NONCE_LEN, SEAL_OVERHEAD, TAG_LEN};
 use super::message::Message;
-use super::wire::{get_array, get_bytes, get_node_id, get_u8, put_varint, MAX_VARINT_LEN};
+use super::wire::{
+    get_array, get_bytes, get_node_id, get_u8, get_varint, put_varint, MAX_VARINT_LEN,
+};
 use super::{ConfigError, DecodeError, PushError};
 use crate::placement::NodeId;
 
@@ -192,6 +194,22 @@ impl<'b, 'k> FrameWriter<'b, 'k> {
     /// Messages added so far.
     pub fn len(&self) -> usize {
         usize::from(self.count)
+    }
+
+    /// The type byte and encoded length ([`Message::encoded_len`]) of each message added so
+    /// far, in order: what a sender counts per message type before it
+    /// [`finish`](Self::finish)es the frame. Reads the records in the buffer; allocates
+    /// nothing.
+    pub fn records(&self) -> impl Iterator<Item = (u8, usize)> + '_ {
+        let start = self.start + self.count_at + COUNT_LEN;
+        let mut input = &self.buf[start..];
+        (0..self.count).map_while(move |_| {
+            let before = input.len();
+            let kind = get_u8(&mut input).ok()?;
+            let len = usize::try_from(get_varint(&mut input).ok()?).ok()?;
+            get_bytes(&mut input, len).ok()?;
+            Some((kind, before - input.len()))
+        })
     }
 
     /// Whether no message has been added.
@@ -437,6 +455,25 @@ mod tests {
         }
         w.finish();
         (buf, taken)
+    }
+
+    #[test]
+    fn records_list_each_message_type_and_length() {
+        let config = FrameConfig::new(b"c").unwrap();
+        let msgs = mixed();
+        for keys in [None, Some(ring(KEY_A))] {
+            let mut buf = Vec::new();
+            let mut w = FrameWriter::new(&mut buf, &config, NodeId(9), keys.as_ref());
+            assert_eq!(w.records().count(), 0);
+            let mut expected = Vec::new();
+            for o in &msgs {
+                let m = o.as_message();
+                assert!(w.try_push(&m));
+                expected.push((m.kind(), m.encoded_len()));
+            }
+            assert_eq!(w.records().collect::<Vec<_>>(), expected);
+            w.finish();
+        }
     }
 
     fn mixed() -> Vec<Owned> {

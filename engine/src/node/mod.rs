@@ -57,8 +57,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::codec::{
-    decode_frame, Ack, Digest, DigestEntry, FrameConfig, FrameWriter, Join, KeyRing, MemberSummary,
-    MemberUpdate, Message, Nack, Ping, PingReq, StatePush, StateRequest, Status, SummaryBucket,
+    decode_frame, kind, Ack, Digest, DigestEntry, FrameConfig, FrameWriter, Join, KeyRing,
+    MemberSummary, MemberUpdate, Message, Nack, Ping, PingReq, StatePush, StateRequest, Status,
+    SummaryBucket,
 };
 use crate::crdt::{Kind, Op};
 use crate::detector::{expected_confirmations, suspicion_timeout, LocalHealth, ProbeOrder};
@@ -142,6 +143,10 @@ pub struct NodeStats {
     pub datagrams_out: u64,
     /// Bytes the node produced.
     pub bytes_out: u64,
+    /// Messages read from good frames, and their bytes, by message type.
+    pub messages_in: MessageCounts,
+    /// Messages written, and their bytes, by message type.
+    pub messages_out: MessageCounts,
     /// Frames dropped by the decoder, by reason ([`crate::codec::DecodeError::reason`]).
     pub dropped: Vec<(&'static str, u64)>,
     /// Frames dropped because a known live sender spoke from another address.
@@ -205,6 +210,83 @@ impl NodeStats {
     /// All decoder drops together.
     pub fn dropped_total(&self) -> u64 {
         self.dropped.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Message types by name, in type order; [`MessageCounts`] has one slot for each and one
+/// more for types this version does not know.
+const MESSAGE_TYPES: [(u8, &str); 15] = [
+    (kind::PING, "ping"),
+    (kind::PING_REQ, "ping_req"),
+    (kind::ACK, "ack"),
+    (kind::NACK, "nack"),
+    (kind::JOIN, "join"),
+    (kind::LEAVE, "leave"),
+    (kind::MEMBER, "member"),
+    (kind::DIGEST, "digest"),
+    (kind::STATE_REQUEST, "state_request"),
+    (kind::MEMBER_SUMMARY, "member_summary"),
+    (kind::STATE_PUSH, "state_push"),
+    (kind::CRDT_DELTA, "crdt_delta"),
+    (kind::CRDT_DIGEST, "crdt_digest"),
+    (kind::CRDT_ACK, "crdt_ack"),
+    (kind::BROADCAST, "broadcast"),
+];
+
+/// Messages and their bytes (type byte, length and body: [`Message::encoded_len`]) by
+/// message type. A datagram carries several messages, so these add up to more than the
+/// datagram counts; frame headers and seals are not in any type's bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MessageCounts {
+    /// (messages, bytes) per [`MESSAGE_TYPES`] slot, then unknown types.
+    slots: [(u64, u64); MESSAGE_TYPES.len() + 1],
+}
+
+/// [`MessageCounts`]' slot of every type byte, built at compile time so counting a message
+/// on the packet path is one table read.
+const MESSAGE_SLOTS: [u8; 256] = {
+    let mut slots = [MESSAGE_TYPES.len() as u8; 256];
+    let mut i = 0;
+    while i < MESSAGE_TYPES.len() {
+        slots[MESSAGE_TYPES[i].0 as usize] = i as u8;
+        i += 1;
+    }
+    slots
+};
+
+impl MessageCounts {
+    fn slot(kind: u8) -> usize {
+        usize::from(MESSAGE_SLOTS[usize::from(kind)])
+    }
+
+    fn add(&mut self, kind: u8, bytes: usize) {
+        let s = &mut self.slots[Self::slot(kind)];
+        s.0 += 1;
+        s.1 += bytes as u64;
+    }
+
+    /// Messages and bytes of type `kind` (a [`kind`] constant); every type this version
+    /// does not know shares one count.
+    pub fn get(&self, kind: u8) -> (u64, u64) {
+        self.slots[Self::slot(kind)]
+    }
+
+    /// `(name, messages, bytes)` for every type in type order (`"ping"`, `"ping_req"`, …,
+    /// `"broadcast"`), then `"unknown"` for the types this version does not know.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64, u64)> + '_ {
+        MESSAGE_TYPES
+            .iter()
+            .map(|&(_, name)| name)
+            .chain(["unknown"])
+            .zip(self.slots.iter())
+            .map(|(name, &(n, b))| (name, n, b))
+    }
+
+    /// Messages and bytes of every type together.
+    pub fn total(&self) -> (u64, u64) {
+        self.slots
+            .iter()
+            .fold((0, 0), |(n, b), &(sn, sb)| (n + sn, b + sb))
     }
 }
 
@@ -663,7 +745,10 @@ impl Node {
         let mut ctx = FrameContext::default();
         for msg in frame.messages() {
             match msg {
-                Ok(m) => self.handle_message(now, from, sender, m, &mut ctx),
+                Ok(m) => {
+                    self.stats.messages_in.add(m.kind(), m.encoded_len());
+                    self.handle_message(now, from, sender, m, &mut ctx);
+                }
                 Err(e) => {
                     self.stats.count_drop(e.reason());
                     break;
@@ -1889,6 +1974,9 @@ impl Node {
         if w.is_empty() {
             return None;
         }
+        for (kind, len) in w.records() {
+            self.stats.messages_out.add(kind, len);
+        }
         w.finish();
         Some(to)
     }
@@ -1915,5 +2003,58 @@ impl Endpoint for Node {
 
     fn poll_timeout(&self) -> Option<Instant> {
         Node::poll_timeout(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_counts_by_type_match_between_sender_and_receiver() {
+        let now = Instant::now();
+        let a = NodeConfig::new(Preset::Local, "127.0.0.1:7001".parse().unwrap(), b"t");
+        let b = NodeConfig::new(Preset::Local, "127.0.0.1:7002".parse().unwrap(), b"t");
+        let a_addr = a.addr;
+        let a = Node::new(a, now).unwrap();
+        let mut b = Node::new(b, now).unwrap();
+        b.handle_command(now, Command::Join(vec![a_addr]));
+        let mut buf = Vec::new();
+        let mut t = now;
+        let mut nodes = [a, b];
+        for _ in 0..50 {
+            t += Duration::from_millis(50);
+            for i in 0..2 {
+                let [x, y] = &mut nodes;
+                let (from, to) = if i == 0 { (y, x) } else { (x, y) };
+                let from_addr = from.addr();
+                from.handle_timeout(t);
+                while from.poll_transmit(t, &mut buf).is_some() {
+                    to.handle_datagram(t, from_addr, &mut buf);
+                    buf.clear();
+                }
+            }
+        }
+        let [a, b] = nodes;
+        assert_eq!(a.live_count(), 2);
+        let (sa, sb) = (a.stats(), b.stats());
+        // Every datagram was delivered, so what one wrote the other read, type by type.
+        assert_eq!(sb.messages_out, sa.messages_in);
+        assert_eq!(sa.messages_out, sb.messages_in);
+        assert_eq!(sb.messages_out.get(kind::JOIN).0, sb.join_attempts);
+        assert!(sa.messages_in.get(kind::PING).0 > 0);
+        assert_eq!(
+            sa.messages_in.get(kind::PING).0,
+            sb.messages_out.iter().find(|t| t.0 == "ping").unwrap().1
+        );
+        // Message bytes never exceed datagram bytes (headers are not in any type).
+        let (n, bytes) = sa.messages_in.total();
+        assert!(
+            n >= sa.datagrams_in && bytes < sa.bytes_in,
+            "{n} {bytes} {sa:?}"
+        );
+        assert_eq!(sa.messages_in.get(0xee), (0, 0));
+        assert_eq!(sa.messages_in.iter().count(), 16);
+        assert_eq!(sa.messages_in.iter().last().unwrap().0, "unknown");
     }
 }
