@@ -30,7 +30,27 @@ pub(crate) enum Stop {
 const HTTP_WORKERS: usize = 2;
 
 /// Run until told to stop, then leave.
+/// Send the engine's `tracing` records (runtime fallbacks, contained panics, join
+/// failures) to stderr, at the level `HEARSAY_LOG` names (error, warn, info, debug or
+/// trace; default info).
+fn init_logging() -> Result<(), String> {
+    let level = match std::env::var("HEARSAY_LOG") {
+        Ok(v) => v.parse::<tracing::Level>().map_err(|_| {
+            format!("invalid `HEARSAY_LOG` {v:?}: expected error, warn, info, debug or trace")
+        })?,
+        Err(_) => tracing::Level::INFO,
+    };
+    // A subscriber already installed (by an embedding test) is fine.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+    Ok(())
+}
+
 pub(crate) fn run(settings: Settings) -> Result<(), String> {
+    init_logging()?;
     // Signals first, so one that arrives while the engine starts is not lost.
     let mut signals =
         Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
