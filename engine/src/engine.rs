@@ -373,7 +373,7 @@ impl Hosted {
         if hash != self.published_hash || len != self.published_len {
             self.published_hash = hash;
             self.published_len = len;
-            let mut members: Vec<Member> = node.members().cloned().collect();
+            let mut members: Vec<Member> = node.members().map(|m| m.to_member()).collect();
             members.sort_by_key(|m| m.id);
             self.shared.members.store(Arc::new(members));
         }
@@ -381,7 +381,7 @@ impl Hosted {
         let key = (local.incarnation, local.drained);
         if self.published_local != Some(key) {
             self.published_local = Some(key);
-            self.shared.local.store(Arc::new(Some(local.clone())));
+            self.shared.local.store(Arc::new(Some(local.to_member())));
         }
     }
 }

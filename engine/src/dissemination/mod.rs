@@ -5,10 +5,14 @@
 //! been sent `limit` times, where `limit = λ · ⌈log10(N + 1)⌉` (SWIM §4.1: with that many
 //! retransmissions a rumour reaches every member with high probability). The least-sent
 //! updates go first, newest first among equals, so a fresh change overtakes old chatter.
+//!
+//! Each queued member's place in line (times sent and enqueue order) is kept with the
+//! member, in a [`QueueSlots`] (the member table keeps it in its entries); the queue itself
+//! is a heap of 16-byte (place, id) records.
 #![deny(unsafe_code)]
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BinaryHeap, HashMap};
 
 use crate::placement::NodeId;
 
@@ -21,96 +25,339 @@ pub fn retransmit_limit(n: usize, mult: u32) -> u32 {
     mult.max(1) * log
 }
 
+/// Where a [`BroadcastQueue`] keeps each member's place in line: a non-zero `u64` while the
+/// member is queued, 0 otherwise. The queue reads and writes it only through this trait.
+pub trait QueueSlots {
+    /// The place of `id`, 0 when it is not queued.
+    fn queued(&self, id: NodeId) -> u64;
+    /// Set the place of `id` (0: no longer queued).
+    fn set_queued(&mut self, id: NodeId, place: u64);
+}
+
+impl QueueSlots for HashMap<NodeId, u64> {
+    fn queued(&self, id: NodeId) -> u64 {
+        self.get(&id).copied().unwrap_or(0)
+    }
+
+    fn set_queued(&mut self, id: NodeId, place: u64) {
+        if place == 0 {
+            self.remove(&id);
+        } else {
+            self.insert(id, place);
+        }
+    }
+}
+
+/// A place in line: times sent in the high half, the enqueue sequence number inverted in
+/// the low half, so that places order as (times sent, newest first). Never 0, because a
+/// sequence number never reaches `u32::MAX`.
+fn place(sent: u32, seq: u32) -> u64 {
+    (u64::from(sent) << 32) | u64::from(u32::MAX - seq)
+}
+
+fn sent_of(place: u64) -> u32 {
+    (place >> 32) as u32
+}
+
+fn seq_of(place: u64) -> u32 {
+    u32::MAX - place as u32
+}
+
 /// Pending member updates, ordered by (times sent, newest first).
 #[derive(Debug, Default)]
 pub struct BroadcastQueue {
-    /// id → (times sent, enqueue sequence).
-    by_id: HashMap<NodeId, (u32, u64)>,
-    order: BTreeSet<(u32, Reverse<u64>, NodeId)>,
-    next_seq: u64,
-    /// Entries taken by the current [`take`](Self::take), re-inserted at its end.
-    scratch: Vec<(u32, u64, NodeId)>,
+    /// Min-heap of (place, id). A record whose place is no longer the member's (it was
+    /// queued again, or removed) is stale and skipped when it surfaces.
+    heap: BinaryHeap<Reverse<(u64, NodeId)>>,
+    /// Updates queued.
+    len: usize,
+    /// Stale records in `heap`.
+    stale: usize,
+    next_seq: u32,
+    /// Records taken by the current [`take`](Self::take), accepted ones first, then the
+    /// refused ones; re-inserted at its end.
+    scratch: Vec<(u64, NodeId)>,
 }
 
 impl BroadcastQueue {
     /// Queue (or re-queue, as new) the current state of member `id`.
-    pub fn push(&mut self, id: NodeId) {
-        if let Some((sent, seq)) = self.by_id.remove(&id) {
-            self.order.remove(&(sent, Reverse(seq), id));
+    pub fn push(&mut self, slots: &mut impl QueueSlots, id: NodeId) {
+        if self.next_seq == u32::MAX {
+            self.renumber(slots);
         }
-        let seq = self.next_seq;
+        if slots.queued(id) == 0 {
+            self.len += 1;
+        } else {
+            self.stale += 1;
+        }
+        let p = place(0, self.next_seq);
         self.next_seq += 1;
-        self.by_id.insert(id, (0, seq));
-        self.order.insert((0, Reverse(seq), id));
+        slots.set_queued(id, p);
+        self.heap.push(Reverse((p, id)));
+        self.compact(slots);
     }
 
-    /// Drop a member's pending update (it was collected).
-    pub fn remove(&mut self, id: NodeId) {
-        if let Some((sent, seq)) = self.by_id.remove(&id) {
-            self.order.remove(&(sent, Reverse(seq), id));
+    /// Drop a member's pending update.
+    pub fn remove(&mut self, slots: &mut impl QueueSlots, id: NodeId) {
+        if slots.queued(id) != 0 {
+            slots.set_queued(id, 0);
+            self.len -= 1;
+            self.stale += 1;
+            self.compact(slots);
         }
     }
 
     /// Updates pending.
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.len
     }
 
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.len == 0
     }
 
     /// Offer pending updates to `write`, least-sent first, until it has refused a few (the
     /// datagram is full) or the queue is exhausted. Each update `write` accepts counts as
     /// sent once; an update sent `limit` times leaves the queue. Returns how many were
     /// accepted.
-    pub fn take(&mut self, limit: u32, mut write: impl FnMut(NodeId) -> bool) -> usize {
+    pub fn take<S: QueueSlots>(
+        &mut self,
+        slots: &mut S,
+        limit: u32,
+        mut write: impl FnMut(&S, NodeId) -> bool,
+    ) -> usize {
         self.scratch.clear();
         let mut accepted = 0;
         let mut refused = 0;
-        let mut cursor = None;
-        loop {
-            let next = match cursor {
-                None => self.order.first(),
-                Some(after) => self
-                    .order
-                    .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
-                    .next(),
-            };
-            let Some(&(sent, Reverse(seq), id)) = next else {
-                break;
-            };
-            if write(id) {
-                self.order.remove(&(sent, Reverse(seq), id));
+        while let Some(Reverse((p, id))) = self.heap.pop() {
+            if slots.queued(id) != p {
+                self.stale -= 1;
+                continue;
+            }
+            if write(slots, id) {
+                // Accepted records stay ahead of the refused ones in `scratch`.
+                self.scratch.insert(accepted, (p, id));
                 accepted += 1;
-                self.scratch.push((sent + 1, seq, id));
             } else {
                 // A large update that does not fit must not block the smaller ones behind
                 // it for good; look a little further before giving up on this datagram.
+                self.scratch.push((p, id));
                 refused += 1;
                 if refused > MAX_SKIPS {
                     break;
                 }
-                cursor = Some((sent, Reverse(seq), id));
             }
         }
-        for i in 0..self.scratch.len() {
-            let (sent, seq, id) = self.scratch[i];
+        for k in 0..self.scratch.len() {
+            let (p, id) = self.scratch[k];
+            if k >= accepted {
+                self.heap.push(Reverse((p, id)));
+                continue;
+            }
+            let sent = sent_of(p) + 1;
             if sent >= limit {
-                self.by_id.remove(&id);
+                slots.set_queued(id, 0);
+                self.len -= 1;
             } else {
-                self.by_id.insert(id, (sent, seq));
-                self.order.insert((sent, Reverse(seq), id));
+                let p = place(sent, seq_of(p));
+                slots.set_queued(id, p);
+                self.heap.push(Reverse((p, id)));
             }
         }
+        self.shrink();
         accepted
+    }
+
+    /// Drop stale records once they outnumber the live ones.
+    fn compact(&mut self, slots: &impl QueueSlots) {
+        if self.stale > 64 && self.stale > self.len {
+            self.heap.retain(|&Reverse((p, id))| slots.queued(id) == p);
+            self.stale = 0;
+            self.shrink();
+        }
+    }
+
+    /// Give back the heap's memory once the queue is far below its peak.
+    fn shrink(&mut self) {
+        let n = self.heap.len();
+        if self.heap.capacity() > 4 * n + 64 {
+            self.heap.shrink_to(2 * n + 16);
+        }
+    }
+
+    /// Number the queued updates afresh from 0, in their current order, when sequence
+    /// numbers run out.
+    fn renumber(&mut self, slots: &mut impl QueueSlots) {
+        let mut queued: Vec<(u64, NodeId)> = std::mem::take(&mut self.heap)
+            .into_iter()
+            .map(|Reverse(r)| r)
+            .filter(|&(p, id)| slots.queued(id) == p)
+            .collect();
+        queued.sort_by_key(|&(p, _)| seq_of(p));
+        for (seq, r) in queued.iter_mut().enumerate() {
+            let seq = u32::try_from(seq).expect("fewer than u32::MAX updates queued");
+            r.0 = place(sent_of(r.0), seq);
+            slots.set_queued(r.1, r.0);
+        }
+        self.next_seq = u32::try_from(queued.len()).expect("fewer than u32::MAX updates queued");
+        self.stale = 0;
+        self.heap = queued.into_iter().map(Reverse).collect();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{any, prop_assert_eq, proptest, Strategy};
+    use std::collections::BTreeSet;
+
+    /// The queue as a map and an ordered set, for the model test.
+    #[derive(Default)]
+    struct Model {
+        by_id: HashMap<NodeId, (u32, u64)>,
+        order: BTreeSet<(u32, Reverse<u64>, NodeId)>,
+        next_seq: u64,
+    }
+
+    impl Model {
+        fn push(&mut self, id: NodeId) {
+            self.remove(id);
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.by_id.insert(id, (0, seq));
+            self.order.insert((0, Reverse(seq), id));
+        }
+
+        fn remove(&mut self, id: NodeId) {
+            if let Some((sent, seq)) = self.by_id.remove(&id) {
+                self.order.remove(&(sent, Reverse(seq), id));
+            }
+        }
+
+        fn take(&mut self, limit: u32, mut write: impl FnMut(NodeId) -> bool) -> usize {
+            let mut taken = Vec::new();
+            let (mut accepted, mut refused) = (0, 0);
+            let mut cursor = None;
+            loop {
+                let next = match cursor {
+                    None => self.order.first(),
+                    Some(after) => self
+                        .order
+                        .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+                        .next(),
+                };
+                let Some(&(sent, Reverse(seq), id)) = next else {
+                    break;
+                };
+                if write(id) {
+                    self.order.remove(&(sent, Reverse(seq), id));
+                    accepted += 1;
+                    taken.push((sent + 1, seq, id));
+                } else {
+                    refused += 1;
+                    if refused > MAX_SKIPS {
+                        break;
+                    }
+                    cursor = Some((sent, Reverse(seq), id));
+                }
+            }
+            for (sent, seq, id) in taken {
+                if sent >= limit {
+                    self.by_id.remove(&id);
+                } else {
+                    self.by_id.insert(id, (sent, seq));
+                    self.order.insert((sent, Reverse(seq), id));
+                }
+            }
+            accepted
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Push(u64),
+        Remove(u64),
+        /// A take with this limit; the writer refuses the ids in the mask (by id mod 16)
+        /// and everything after `room` acceptances.
+        Take {
+            limit: u32,
+            refuse: u16,
+            room: usize,
+        },
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        proptest::prop_oneof![
+            4 => (0..40u64).prop_map(Op::Push),
+            1 => (0..40u64).prop_map(Op::Remove),
+            4 => (0..5u32, any::<u16>(), 0..12usize)
+                .prop_map(|(limit, refuse, room)| Op::Take { limit, refuse, room }),
+        ]
+    }
+
+    fn run_both(ops: &[Op], first_seq: u32) -> Result<(), proptest::test_runner::TestCaseError> {
+        let mut model = Model::default();
+        let mut q = BroadcastQueue {
+            next_seq: first_seq,
+            ..BroadcastQueue::default()
+        };
+        let mut s = HashMap::new();
+        for op in ops {
+            match *op {
+                Op::Push(id) => {
+                    model.push(NodeId(id));
+                    q.push(&mut s, NodeId(id));
+                }
+                Op::Remove(id) => {
+                    model.remove(NodeId(id));
+                    q.remove(&mut s, NodeId(id));
+                }
+                Op::Take {
+                    limit,
+                    refuse,
+                    room,
+                } => {
+                    let refused = |id: NodeId| refuse & (1 << (id.0 % 16)) != 0;
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    let mut accepted = 0;
+                    let na = model.take(limit, |id| {
+                        a.push(id);
+                        let ok = !refused(id) && accepted < room;
+                        accepted += usize::from(ok);
+                        ok
+                    });
+                    let mut accepted = 0;
+                    let nb = q.take(&mut s, limit, |_, id| {
+                        b.push(id);
+                        let ok = !refused(id) && accepted < room;
+                        accepted += usize::from(ok);
+                        ok
+                    });
+                    prop_assert_eq!(na, nb);
+                    prop_assert_eq!(a, b);
+                }
+            }
+            prop_assert_eq!(model.by_id.len(), q.len());
+            prop_assert_eq!(s.len(), q.len());
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// The queue offers the same updates in the same order as a (times sent, newest
+        /// first) ordered set, whatever mix of pushes, removals and takes.
+        #[test]
+        fn the_queue_matches_an_ordered_set(ops in proptest::collection::vec(arb_op(), 1..300)) {
+            run_both(&ops, 0)?;
+        }
+
+        /// Running out of sequence numbers renumbers the queue without reordering it.
+        #[test]
+        fn renumbering_keeps_the_order(ops in proptest::collection::vec(arb_op(), 1..300)) {
+            run_both(&ops, u32::MAX - 20)?;
+        }
+    }
 
     #[test]
     fn limit_grows_with_log_n() {
@@ -123,11 +370,12 @@ mod tests {
     #[test]
     fn least_sent_and_newest_go_first_and_expire_after_limit() {
         let mut q = BroadcastQueue::default();
+        let mut s = HashMap::new();
         for id in 1..=3 {
-            q.push(NodeId(id));
+            q.push(&mut s, NodeId(id));
         }
         let mut got = Vec::new();
-        q.take(2, |id| {
+        q.take(&mut s, 2, |_, id| {
             got.push(id);
             got.len() <= 2
         });
@@ -135,7 +383,7 @@ mod tests {
         assert_eq!(got, vec![NodeId(3), NodeId(2), NodeId(1)]);
         assert_eq!(q.len(), 3);
         got.clear();
-        q.take(2, |id| {
+        q.take(&mut s, 2, |_, id| {
             got.push(id);
             true
         });
@@ -143,19 +391,20 @@ mod tests {
         assert_eq!(got, vec![NodeId(1), NodeId(3), NodeId(2)]);
         // 3 and 2 have now been sent twice and left; 1 once.
         assert_eq!(q.len(), 1);
-        q.take(2, |_| true);
+        q.take(&mut s, 2, |_, _| true);
         assert!(q.is_empty());
     }
 
     #[test]
     fn an_update_that_does_not_fit_does_not_block_the_rest() {
         let mut q = BroadcastQueue::default();
+        let mut s = HashMap::new();
         for id in 1..=3 {
-            q.push(NodeId(id));
+            q.push(&mut s, NodeId(id));
         }
         // Node 3 (newest, first in line) never fits.
         let mut got = Vec::new();
-        q.take(5, |id| {
+        q.take(&mut s, 5, |_, id| {
             if id == NodeId(3) {
                 return false;
             }
@@ -168,16 +417,17 @@ mod tests {
     #[test]
     fn requeue_resets_the_count() {
         let mut q = BroadcastQueue::default();
-        q.push(NodeId(1));
-        q.take(3, |_| true);
-        q.take(3, |_| true);
-        q.push(NodeId(1));
-        assert_eq!(q.take(3, |_| true), 1);
-        assert_eq!(q.take(3, |_| true), 1);
-        assert_eq!(q.take(3, |_| true), 1);
+        let mut s = HashMap::new();
+        q.push(&mut s, NodeId(1));
+        q.take(&mut s, 3, |_, _| true);
+        q.take(&mut s, 3, |_, _| true);
+        q.push(&mut s, NodeId(1));
+        assert_eq!(q.take(&mut s, 3, |_, _| true), 1);
+        assert_eq!(q.take(&mut s, 3, |_, _| true), 1);
+        assert_eq!(q.take(&mut s, 3, |_, _| true), 1);
         assert!(q.is_empty());
-        q.push(NodeId(2));
-        q.remove(NodeId(2));
+        q.push(&mut s, NodeId(2));
+        q.remove(&mut s, NodeId(2));
         assert!(q.is_empty());
     }
 }

@@ -18,14 +18,13 @@
 //! the buckets that differ.
 #![deny(unsafe_code)]
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
-use std::net::SocketAddr;
-use std::time::Instant;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
 use crate::codec::{DigestEntry, MemberUpdate, Status, SummaryBucket};
+use crate::dissemination::QueueSlots;
 use crate::placement::NodeId;
 
 /// Number of anti-entropy buckets. 64 buckets of about 9 bytes make one summary fit a
@@ -71,7 +70,17 @@ impl Member {
 
     /// The member as a wire update.
     pub fn as_update(&self) -> MemberUpdate<'_> {
-        MemberUpdate {
+        self.view().as_update()
+    }
+
+    /// The member as an anti-entropy digest entry.
+    pub fn as_digest(&self) -> DigestEntry {
+        self.view().as_digest()
+    }
+
+    /// The member as a [`MemberRef`], the form the table hands out.
+    pub fn view(&self) -> MemberRef<'_> {
+        MemberRef {
             id: self.id,
             addr: self.addr,
             incarnation: self.incarnation,
@@ -79,6 +88,60 @@ impl Member {
             drained: self.drained,
             meta_version: self.meta_version,
             metadata: &self.metadata,
+            accuser: self.accuser,
+        }
+    }
+}
+
+/// A member as the table holds it: the fields of [`Member`], with the metadata borrowed
+/// from the table. Copying one costs no allocation; [`to_member`](Self::to_member) makes an
+/// owned [`Member`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberRef<'a> {
+    /// Its identity.
+    pub id: NodeId,
+    /// Where it receives gossip.
+    pub addr: SocketAddr,
+    /// Its incarnation (raised only by the member itself).
+    pub incarnation: u64,
+    /// Its status.
+    pub status: Status,
+    /// Whether it is drained: alive and gossiping, but out of placement.
+    pub drained: bool,
+    /// Version of its metadata.
+    pub meta_version: u64,
+    /// Its application metadata.
+    pub metadata: &'a [u8],
+    /// Who suspected it (not part of the merge order; sent only while suspect).
+    pub accuser: Option<NodeId>,
+}
+
+impl<'a> MemberRef<'a> {
+    /// Alive or suspect: still a member of the cluster as far as this node knows.
+    pub fn is_live(&self) -> bool {
+        is_live(self.status)
+    }
+
+    /// Whether the member takes part in placement: live and not drained.
+    pub fn in_placement(&self) -> bool {
+        self.is_live() && !self.drained
+    }
+
+    /// The member's merge key (see [`precedence`]).
+    pub fn key(&self) -> (u64, u8, u64) {
+        precedence(self.incarnation, self.status, self.meta_version)
+    }
+
+    /// The member as a wire update.
+    pub fn as_update(&self) -> MemberUpdate<'a> {
+        MemberUpdate {
+            id: self.id,
+            addr: self.addr,
+            incarnation: self.incarnation,
+            status: self.status,
+            drained: self.drained,
+            meta_version: self.meta_version,
+            metadata: self.metadata,
             accuser: self.accuser.filter(|_| self.status == Status::Suspect),
         }
     }
@@ -94,7 +157,21 @@ impl Member {
         }
     }
 
-    fn from_update(u: &MemberUpdate<'_>) -> Self {
+    /// An owned copy.
+    pub fn to_member(&self) -> Member {
+        Member {
+            id: self.id,
+            addr: self.addr,
+            incarnation: self.incarnation,
+            status: self.status,
+            drained: self.drained,
+            meta_version: self.meta_version,
+            metadata: self.metadata.to_vec(),
+            accuser: self.accuser,
+        }
+    }
+
+    fn from_update(u: &MemberUpdate<'a>) -> Self {
         Self {
             id: u.id,
             addr: u.addr,
@@ -102,7 +179,7 @@ impl Member {
             status: u.status,
             drained: u.drained,
             meta_version: u.meta_version,
-            metadata: u.metadata.to_vec(),
+            metadata: u.metadata,
             accuser: u.accuser,
         }
     }
@@ -145,39 +222,6 @@ pub enum Merge {
     Stale,
 }
 
-/// A fixed-seed hasher for member ids: ids come off the wire, so the seed is drawn from the
-/// node's RNG; it never decides iteration order (the table iterates its vector).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct IdHashBuilder(u64);
-
-#[derive(Default)]
-pub(crate) struct IdHasher {
-    seed: u64,
-    state: u64,
-}
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.state
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        self.state = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.seed ^ self.state);
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.state = mix64(n ^ self.seed ^ self.state.rotate_left(17));
-    }
-}
-
-impl BuildHasher for IdHashBuilder {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher {
-            seed: self.0,
-            state: 0,
-        }
-    }
-}
-
 /// A strong 64-bit mixer (the murmur3 finaliser): spreads ids over buckets and states over
 /// hashes.
 pub(crate) fn mix64(mut x: u64) -> u64 {
@@ -196,21 +240,204 @@ pub fn bucket_of(id: NodeId) -> usize {
 
 /// Hash of one member state for the bucket sums: covers everything the merge key orders,
 /// plus the drained flag.
-fn state_hash(m: &Member) -> u64 {
+fn state_hash(m: &MemberRef<'_>) -> u64 {
     let state = (m.status as u64) | (u64::from(m.drained) << 2);
     mix64(m.id.0 ^ mix64(m.incarnation ^ mix64(m.meta_version ^ (state << 60))))
 }
 
+/// The status of an entry, in the low two bits of its flags.
+const STATUS_BITS: u8 = 0b011;
+/// The drained flag of an entry.
+const DRAINED: u8 = 0b100;
+
+/// The rarely needed parts of a member, kept out of line so that the common member (an
+/// IPv4 address, no metadata, no accuser) needs no allocation of its own.
+#[derive(Debug)]
+struct Extra {
+    /// The address, when it is not an IPv4 one (the entry then holds none).
+    addr: Option<SocketAddr>,
+    accuser: Option<NodeId>,
+    metadata: Box<[u8]>,
+}
+
+/// One member, packed: 56 bytes, plus an [`Extra`] only when the member needs one.
 struct Entry {
-    member: Member,
-    /// When the status last changed (local monotonic time): tombstones age from it.
-    since: Instant,
+    id: NodeId,
+    incarnation: u64,
+    meta_version: u64,
+    /// When the status last changed (local monotonic time), as signed nanoseconds from the
+    /// table's epoch: tombstones age from it.
+    since: i64,
+    /// The member's place in the dissemination queue, 0 when none (see [`QueueSlots`]).
+    queued: u64,
+    extra: Option<Box<Extra>>,
+    /// The IPv4 address and port, unless the address is in `extra`.
+    ip: [u8; 4],
+    port: u16,
+    /// Status and drained flag.
+    flags: u8,
+}
+
+impl Entry {
+    fn new(id: NodeId, since: i64) -> Self {
+        Self {
+            id,
+            incarnation: 0,
+            meta_version: 0,
+            since,
+            queued: 0,
+            extra: None,
+            ip: [0; 4],
+            port: 0,
+            flags: 0,
+        }
+    }
+
+    fn status(&self) -> Status {
+        match self.flags & STATUS_BITS {
+            0 => Status::Alive,
+            1 => Status::Suspect,
+            2 => Status::Dead,
+            _ => Status::Left,
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        is_live(self.status())
+    }
+
+    fn view(&self) -> MemberRef<'_> {
+        let extra = self.extra.as_deref();
+        let addr = match extra.and_then(|x| x.addr) {
+            Some(addr) => addr,
+            None => SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(self.ip), self.port)),
+        };
+        MemberRef {
+            id: self.id,
+            addr,
+            incarnation: self.incarnation,
+            status: self.status(),
+            drained: self.flags & DRAINED != 0,
+            meta_version: self.meta_version,
+            metadata: extra.map_or(&[][..], |x| &*x.metadata),
+            accuser: extra.and_then(|x| x.accuser),
+        }
+    }
+
+    /// Take every field of `m` but the id (and keep `since` and `queued`).
+    fn set(&mut self, m: &MemberRef<'_>) {
+        self.incarnation = m.incarnation;
+        self.meta_version = m.meta_version;
+        self.flags = (m.status as u8 & STATUS_BITS) | if m.drained { DRAINED } else { 0 };
+        let wide = match m.addr {
+            SocketAddr::V4(a) => {
+                self.ip = a.ip().octets();
+                self.port = a.port();
+                None
+            }
+            SocketAddr::V6(_) => {
+                self.ip = [0; 4];
+                self.port = 0;
+                Some(m.addr)
+            }
+        };
+        if wide.is_none() && m.accuser.is_none() && m.metadata.is_empty() {
+            self.extra = None;
+            return;
+        }
+        let x = self.extra.get_or_insert_with(|| {
+            Box::new(Extra {
+                addr: None,
+                accuser: None,
+                metadata: Box::default(),
+            })
+        });
+        x.addr = wide;
+        x.accuser = m.accuser;
+        if *x.metadata != *m.metadata {
+            x.metadata = m.metadata.into();
+        }
+    }
+}
+
+/// Entries per chunk of [`Entries`]: 64 entries of 56 bytes make one 3.5 KiB allocation.
+const CHUNK: usize = 64;
+
+/// The table's entries in fixed-size chunks. Every table of every node allocates the same
+/// chunk size and never reallocates a chunk, so thousands of tables growing side by side
+/// leave no trail of freed, differently sized arrays behind them.
+#[derive(Default)]
+struct Entries {
+    chunks: Vec<Vec<Entry>>,
+    len: usize,
+}
+
+impl Entries {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.chunks.iter().flatten()
+    }
+
+    fn push(&mut self, e: Entry) {
+        if self.len % CHUNK == 0 {
+            self.chunks.push(Vec::with_capacity(CHUNK));
+        }
+        if let Some(chunk) = self.chunks.last_mut() {
+            chunk.push(e);
+        }
+        self.len += 1;
+    }
+
+    /// Remove entry `i`, moving the last entry into its place.
+    fn swap_remove(&mut self, i: usize) -> Entry {
+        let chunk = self.chunks.last_mut().expect("swap_remove on no entries");
+        let last = chunk.pop().expect("chunks are never empty");
+        if chunk.is_empty() {
+            self.chunks.pop();
+        }
+        self.len -= 1;
+        if i == self.len {
+            last
+        } else {
+            std::mem::replace(&mut self[i], last)
+        }
+    }
+}
+
+impl std::ops::Index<usize> for Entries {
+    type Output = Entry;
+
+    fn index(&self, i: usize) -> &Entry {
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Entries {
+    fn index_mut(&mut self, i: usize) -> &mut Entry {
+        &mut self.chunks[i / CHUNK][i % CHUNK]
+    }
 }
 
 /// The member table.
 pub struct MemberTable {
-    entries: Vec<Entry>,
-    index: HashMap<NodeId, usize, IdHashBuilder>,
+    entries: Entries,
+    /// Open-addressing index from member id to position in `entries`: a slot holds the
+    /// position plus one, or 0 when empty. Linear probing from `mix64(id ^ seed)`; the
+    /// length is a power of two and at most three quarters of the slots are used.
+    slots: Vec<u32>,
+    seed: u64,
+    /// The instant the `since` offsets count from.
+    epoch: Instant,
+    /// Queue places of members removed from the table while still queued (see
+    /// [`QueueSlots`]); given back if the member is added again.
+    orphans: Vec<(NodeId, u64)>,
     buckets: [SummaryBucket; BUCKETS],
     live: usize,
 }
@@ -224,32 +451,39 @@ impl std::fmt::Debug for MemberTable {
     }
 }
 
+/// Fewest index slots.
+const MIN_SLOTS: usize = 8;
+
 impl MemberTable {
     /// A table holding only `local` (the node itself), hashing ids with `seed`.
     pub fn new(local: Member, now: Instant, seed: u64) -> Self {
         let mut t = Self {
-            entries: Vec::new(),
-            index: HashMap::with_hasher(IdHashBuilder(seed)),
+            entries: Entries::default(),
+            slots: vec![0; MIN_SLOTS],
+            seed,
+            epoch: now,
+            orphans: Vec::new(),
             buckets: [SummaryBucket { count: 0, hash: 0 }; BUCKETS],
             live: 0,
         };
-        t.insert(local, now);
+        t.insert(&local.view(), now);
         t
     }
 
     /// The member with this id, if known (tombstones included).
-    pub fn get(&self, id: NodeId) -> Option<&Member> {
-        self.index.get(&id).map(|&i| &self.entries[i].member)
+    pub fn get(&self, id: NodeId) -> Option<MemberRef<'_>> {
+        self.position(id).map(|i| self.entries[i].view())
     }
 
     /// When the member's status last changed.
     pub fn since(&self, id: NodeId) -> Option<Instant> {
-        self.index.get(&id).map(|&i| self.entries[i].since)
+        self.position(id)
+            .map(|i| self.instant(self.entries[i].since))
     }
 
     /// Every known member, tombstones included, in table order.
-    pub fn iter(&self) -> impl Iterator<Item = &Member> + '_ {
-        self.entries.iter().map(|e| &e.member)
+    pub fn iter(&self) -> impl Iterator<Item = MemberRef<'_>> + '_ {
+        self.entries.iter().map(Entry::view)
     }
 
     /// Members known, tombstones included.
@@ -283,37 +517,29 @@ impl MemberTable {
     /// Merge an update. The node's own entry is never changed this way (the node refutes
     /// instead); callers handle updates about themselves before calling this.
     pub fn merge(&mut self, u: &MemberUpdate<'_>, now: Instant) -> Merge {
-        match self.index.get(&u.id) {
+        match self.position(u.id) {
             None => {
                 // Tombstones of members never seen alive are kept too: dropping them would
                 // make the result depend on whether "dead" or "alive" arrived first.
-                self.insert(Member::from_update(u), now);
+                self.insert(&MemberRef::from_update(u), now);
                 Merge::Added
             }
-            Some(&i) => {
-                let old = &self.entries[i].member;
+            Some(i) => {
+                let e = &self.entries[i];
                 let new_key = precedence(u.incarnation, u.status, u.meta_version);
-                match new_key.cmp(&old.key()) {
+                let old_key = precedence(e.incarnation, e.status(), e.meta_version);
+                match new_key.cmp(&old_key) {
                     std::cmp::Ordering::Less => Merge::Stale,
                     std::cmp::Ordering::Equal => Merge::Same,
                     std::cmp::Ordering::Greater => {
-                        let (status, drained, meta_version) =
-                            (old.status, old.drained, old.meta_version);
-                        let changed_status = status != u.status;
-                        self.replace(i, |m| {
-                            m.addr = u.addr;
-                            m.incarnation = u.incarnation;
-                            m.status = u.status;
-                            m.drained = u.drained;
-                            m.accuser = u.accuser;
-                            m.meta_version = u.meta_version;
-                            if m.metadata != u.metadata {
-                                m.metadata.clear();
-                                m.metadata.extend_from_slice(u.metadata);
-                            }
-                        });
-                        if changed_status {
-                            self.entries[i].since = now;
+                        let status = e.status();
+                        let drained = e.flags & DRAINED != 0;
+                        let meta_version = e.meta_version;
+                        self.account(i, false);
+                        self.entries[i].set(&MemberRef::from_update(u));
+                        self.account(i, true);
+                        if status != u.status {
+                            self.entries[i].since = self.offset(now);
                         }
                         Merge::Updated {
                             status,
@@ -329,13 +555,18 @@ impl MemberTable {
     /// Change a member in place (the node's own entry, or a local verdict on another
     /// member such as a suspicion). Returns false when the member is unknown.
     pub fn update_with(&mut self, id: NodeId, now: Instant, f: impl FnOnce(&mut Member)) -> bool {
-        let Some(&i) = self.index.get(&id) else {
+        let Some(i) = self.position(id) else {
             return false;
         };
-        let before = self.entries[i].member.status;
-        self.replace(i, f);
-        if self.entries[i].member.status != before {
-            self.entries[i].since = now;
+        let mut m = self.entries[i].view().to_member();
+        let before = m.status;
+        f(&mut m);
+        m.id = id;
+        self.account(i, false);
+        self.entries[i].set(&m.view());
+        self.account(i, true);
+        if m.status != before {
+            self.entries[i].since = self.offset(now);
         }
         true
     }
@@ -346,48 +577,55 @@ impl MemberTable {
         let mut i = 0;
         while i < self.entries.len() {
             let e = &self.entries[i];
-            if !e.member.is_live() && now.saturating_duration_since(e.since) >= ttl {
+            if !e.is_live() && now.saturating_duration_since(self.instant(e.since)) >= ttl {
                 self.remove_at(i);
                 removed += 1;
             } else {
                 i += 1;
             }
         }
+        if removed > 0 {
+            self.shrink();
+        }
         removed
     }
 
     /// A uniformly random live member other than `exclude`, by rejection sampling (the
     /// table is mostly live), or by a scan when sampling keeps missing.
-    pub fn random_live(&self, rng: &mut impl Rng, exclude: NodeId) -> Option<&Member> {
-        self.random_matching(rng, |m| m.is_live() && m.id != exclude)
+    pub fn random_live(&self, rng: &mut impl Rng, exclude: NodeId) -> Option<MemberRef<'_>> {
+        self.random_matching(rng, |e| e.is_live() && e.id != exclude)
     }
 
     /// A uniformly random tombstone (dead or left member).
-    pub fn random_dead(&self, rng: &mut impl Rng) -> Option<&Member> {
-        self.random_matching(rng, |m| !m.is_live())
+    pub fn random_dead(&self, rng: &mut impl Rng) -> Option<MemberRef<'_>> {
+        self.random_matching(rng, |e| !e.is_live())
     }
 
-    fn random_matching(&self, rng: &mut impl Rng, ok: impl Fn(&Member) -> bool) -> Option<&Member> {
+    fn random_matching(
+        &self,
+        rng: &mut impl Rng,
+        ok: impl Fn(&Entry) -> bool,
+    ) -> Option<MemberRef<'_>> {
         let n = self.entries.len();
         if n == 0 {
             return None;
         }
         for _ in 0..16 {
-            let m = &self.entries[rng.random_range(0..n)].member;
-            if ok(m) {
-                return Some(m);
+            let e = &self.entries[rng.random_range(0..n)];
+            if ok(e) {
+                return Some(e.view());
             }
         }
-        let matching = self.entries.iter().filter(|e| ok(&e.member)).count();
+        let matching = self.entries.iter().filter(|e| ok(e)).count();
         if matching == 0 {
             return None;
         }
         let k = rng.random_range(0..matching);
         self.entries
             .iter()
-            .map(|e| &e.member)
-            .filter(|m| ok(m))
+            .filter(|e| ok(e))
             .nth(k)
+            .map(Entry::view)
     }
 
     /// Up to `k` distinct random live members, none of them in `exclude`, appended to
@@ -405,59 +643,150 @@ impl MemberTable {
         let mut tries = 0;
         while out.len() - start < want && tries < 8 * k + 16 {
             tries += 1;
-            let m = &self.entries[rng.random_range(0..self.entries.len())].member;
-            if m.is_live() && !exclude.contains(&m.id) && !out[start..].iter().any(|p| p.0 == m.id)
+            let e = &self.entries[rng.random_range(0..self.entries.len())];
+            if e.is_live() && !exclude.contains(&e.id) && !out[start..].iter().any(|p| p.0 == e.id)
             {
-                out.push((m.id, m.addr));
+                out.push((e.id, e.view().addr));
             }
         }
     }
 
-    fn insert(&mut self, member: Member, now: Instant) {
-        self.account(&member, true);
-        self.index.insert(member.id, self.entries.len());
-        self.entries.push(Entry { member, since: now });
+    /// `t` as signed nanoseconds from the epoch.
+    fn offset(&self, t: Instant) -> i64 {
+        match t.checked_duration_since(self.epoch) {
+            Some(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+            None => {
+                let d = self.epoch.duration_since(t).as_nanos();
+                i64::try_from(d).map_or(i64::MIN, |d| -d)
+            }
+        }
     }
 
-    fn replace(&mut self, i: usize, f: impl FnOnce(&mut Member)) {
-        let old = std::mem::replace(
-            &mut self.entries[i].member,
-            Member {
-                id: NodeId(0),
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                incarnation: 0,
-                status: Status::Alive,
-                drained: false,
-                meta_version: 0,
-                metadata: Vec::new(),
-                accuser: None,
-            },
-        );
-        self.account(&old, false);
-        let mut m = old;
-        let id = m.id;
-        f(&mut m);
-        m.id = id;
-        self.account(&m, true);
-        self.entries[i].member = m;
+    /// The instant of an offset from the epoch.
+    fn instant(&self, offset: i64) -> Instant {
+        let d = Duration::from_nanos(offset.unsigned_abs());
+        if offset >= 0 {
+            self.epoch + d
+        } else {
+            self.epoch.checked_sub(d).unwrap_or(self.epoch)
+        }
+    }
+
+    fn home(&self, id: NodeId) -> usize {
+        (mix64(id.0 ^ self.seed) as usize) & (self.slots.len() - 1)
+    }
+
+    /// The position of a member in `entries`.
+    fn position(&self, id: NodeId) -> Option<usize> {
+        let mask = self.slots.len() - 1;
+        let mut s = self.home(id);
+        loop {
+            let i = (self.slots[s] as usize).checked_sub(1)?;
+            if self.entries[i].id == id {
+                return Some(i);
+            }
+            s = (s + 1) & mask;
+        }
+    }
+
+    /// The slot holding position `i`, whose entry has id `id`.
+    fn slot_of(&self, id: NodeId, i: usize) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut s = self.home(id);
+        while self.slots[s] as usize != i + 1 {
+            s = (s + 1) & mask;
+        }
+        s
+    }
+
+    /// Record position `i` (whose entry has id `id`, not yet indexed) in a free slot.
+    fn index(&mut self, id: NodeId, i: usize) {
+        let mask = self.slots.len() - 1;
+        let mut s = self.home(id);
+        while self.slots[s] != 0 {
+            s = (s + 1) & mask;
+        }
+        self.slots[s] = u32::try_from(i + 1).expect("at most u32::MAX - 1 members");
+    }
+
+    /// Rebuild the index with `len` slots (a power of two).
+    fn reindex(&mut self, len: usize) {
+        self.slots.clear();
+        self.slots.resize(len, 0);
+        self.slots.shrink_to_fit();
+        for i in 0..self.entries.len() {
+            self.index(self.entries[i].id, i);
+        }
+    }
+
+    /// Slots for `n` members: a power of two at least 4/3 of `n`.
+    fn slots_for(n: usize) -> usize {
+        (n + n.div_ceil(3)).next_power_of_two().max(MIN_SLOTS)
+    }
+
+    fn insert(&mut self, m: &MemberRef<'_>, now: Instant) {
+        let i = self.entries.len();
+        let mut e = Entry::new(m.id, self.offset(now));
+        e.set(m);
+        if let Some(k) = self.orphans.iter().position(|o| o.0 == m.id) {
+            e.queued = self.orphans.swap_remove(k).1;
+        }
+        self.entries.push(e);
+        if (i + 1) * 4 > self.slots.len() * 3 {
+            self.reindex(self.slots.len() * 2);
+        } else {
+            self.index(m.id, i);
+        }
+        self.account(i, true);
     }
 
     fn remove_at(&mut self, i: usize) {
+        self.account(i, false);
+        let id = self.entries[i].id;
+        // Backward-shift deletion keeps every probe sequence unbroken without tombstones.
+        let mask = self.slots.len() - 1;
+        let mut hole = self.slot_of(id, i);
+        let mut s = (hole + 1) & mask;
+        while let Some(j) = (self.slots[s] as usize).checked_sub(1) {
+            let home = self.home(self.entries[j].id);
+            if (s.wrapping_sub(home) & mask) >= (s.wrapping_sub(hole) & mask) {
+                self.slots[hole] = self.slots[s];
+                hole = s;
+            }
+            s = (s + 1) & mask;
+        }
+        self.slots[hole] = 0;
+        let last = self.entries.len() - 1;
         let e = self.entries.swap_remove(i);
-        self.account(&e.member, false);
-        self.index.remove(&e.member.id);
-        if let Some(moved) = self.entries.get(i) {
-            self.index.insert(moved.member.id, i);
+        if e.queued != 0 {
+            self.orphans.push((e.id, e.queued));
+        }
+        if i != last {
+            let s = self.slot_of(self.entries[i].id, last);
+            self.slots[s] = u32::try_from(i + 1).expect("at most u32::MAX - 1 members");
         }
     }
 
-    /// Add (or subtract) a member's state to the live count and bucket sums.
-    fn account(&mut self, m: &Member, add: bool) {
+    /// Give back memory after the table shrank to well below what it once held.
+    fn shrink(&mut self) {
+        let n = self.entries.len();
+        if self.entries.chunks.capacity() > 2 * self.entries.chunks.len() + 16 {
+            self.entries.chunks.shrink_to_fit();
+        }
+        let want = Self::slots_for(n);
+        if self.slots.len() > 2 * want {
+            self.reindex(want);
+        }
+    }
+
+    /// Add (or subtract) entry `i`'s state to the live count and bucket sums.
+    fn account(&mut self, i: usize, add: bool) {
+        let m = self.entries[i].view();
         if !m.is_live() {
             return;
         }
+        let h = state_hash(&m);
         let b = &mut self.buckets[bucket_of(m.id)];
-        let h = state_hash(m);
         if add {
             self.live += 1;
             b.count += 1;
@@ -470,10 +799,34 @@ impl MemberTable {
     }
 }
 
+impl QueueSlots for MemberTable {
+    fn queued(&self, id: NodeId) -> u64 {
+        match self.position(id) {
+            Some(i) => self.entries[i].queued,
+            None => self.orphans.iter().find(|o| o.0 == id).map_or(0, |o| o.1),
+        }
+    }
+
+    fn set_queued(&mut self, id: NodeId, key: u64) {
+        if let Some(i) = self.position(id) {
+            self.entries[i].queued = key;
+            return;
+        }
+        match self.orphans.iter().position(|o| o.0 == id) {
+            Some(k) if key == 0 => {
+                self.orphans.swap_remove(k);
+            }
+            Some(k) => self.orphans[k].1 = key,
+            None if key != 0 => self.orphans.push((id, key)),
+            None => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::{any, prop_assert_eq, proptest, Strategy};
+    use proptest::prelude::{any, prop_assert, prop_assert_eq, proptest, Strategy};
     use rand::rngs::SmallRng;
     use rand::SeedableRng;
 
@@ -580,6 +933,94 @@ mod tests {
         assert_eq!(t.random_dead(&mut rng).unwrap().id, NodeId(7));
     }
 
+    #[test]
+    fn every_field_survives_the_packed_form() {
+        let (mut t, now) = table();
+        let v6: SocketAddr = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().unwrap(),
+            7000,
+            5,
+            3,
+        ));
+        let full = Member {
+            addr: v6,
+            drained: true,
+            meta_version: 9,
+            metadata: b"zone=a".to_vec(),
+            accuser: Some(NodeId(44)),
+            ..member(1, u64::MAX - 1, Status::Suspect)
+        };
+        assert_eq!(t.merge(&full.as_update(), now), Merge::Added);
+        // `as_update` leaves the accuser out unless suspect: merge it as stored.
+        let got = t.get(NodeId(1)).unwrap();
+        assert_eq!(got.to_member(), full);
+        assert_eq!(got, full.view());
+        for status in [Status::Alive, Status::Dead, Status::Left] {
+            let mut plain = member(2, 3, status);
+            plain.meta_version = u64::MAX;
+            t.merge(&plain.as_update(), now);
+            assert_eq!(t.get(NodeId(2)).unwrap().to_member(), plain);
+        }
+        // Back to a plain IPv4 member: the out-of-line part goes.
+        assert!(t.update_with(NodeId(1), now, |m| {
+            m.addr = SocketAddr::from(([192, 168, 1, 2], 1));
+            m.metadata.clear();
+            m.accuser = None;
+        }));
+        let i = t.position(NodeId(1)).unwrap();
+        assert!(t.entries[i].extra.is_none());
+        assert_eq!(
+            t.get(NodeId(1)).unwrap().addr,
+            SocketAddr::from(([192, 168, 1, 2], 1))
+        );
+        assert_eq!(t.get(NodeId(1)).unwrap().status, Status::Suspect);
+    }
+
+    #[test]
+    fn since_is_when_the_status_last_changed() {
+        let (mut t, now) = table();
+        let later = now + std::time::Duration::from_secs(5);
+        t.merge(&member(1, 0, Status::Alive).as_update(), now);
+        assert_eq!(t.since(NodeId(1)), Some(now));
+        t.merge(&member(1, 0, Status::Suspect).as_update(), later);
+        assert_eq!(t.since(NodeId(1)), Some(later));
+        // A newer state with the same status keeps the instant.
+        t.merge(
+            &member(1, 1, Status::Suspect).as_update(),
+            later + later.duration_since(now),
+        );
+        assert_eq!(t.since(NodeId(1)), Some(later));
+        // Instants before the table was made are kept exactly too.
+        let t0 = later;
+        let mut t2 = MemberTable::new(member(0, 0, Status::Alive), t0, 1);
+        t2.merge(&member(3, 0, Status::Dead).as_update(), now);
+        assert_eq!(t2.since(NodeId(3)), Some(now));
+        assert_eq!(t2.collect_tombstones(t0, t0.duration_since(now)), 1);
+    }
+
+    #[test]
+    fn a_queue_place_outlives_the_collection_of_its_member() {
+        let (mut t, now) = table();
+        t.merge(&member(1, 0, Status::Dead).as_update(), now);
+        t.set_queued(NodeId(1), 77);
+        assert_eq!(t.collect_tombstones(now, std::time::Duration::ZERO), 1);
+        assert!(t.get(NodeId(1)).is_none());
+        assert_eq!(t.queued(NodeId(1)), 77);
+        t.set_queued(NodeId(1), 78);
+        assert_eq!(t.queued(NodeId(1)), 78);
+        // Back in the table, the member has its place again.
+        t.merge(&member(1, 1, Status::Alive).as_update(), now);
+        assert_eq!(t.queued(NodeId(1)), 78);
+        assert!(t.orphans.is_empty());
+        t.set_queued(NodeId(1), 0);
+        assert_eq!(t.queued(NodeId(1)), 0);
+        // Places of members never in the table are kept and dropped the same way.
+        t.set_queued(NodeId(9), 5);
+        assert_eq!(t.queued(NodeId(9)), 5);
+        t.set_queued(NodeId(9), 0);
+        assert!(t.orphans.is_empty());
+    }
+
     fn arb_update() -> impl Strategy<Value = (u64, u64, u8, bool, u64)> {
         (1..6u64, 0..4u64, 0..4u8, any::<bool>(), 0..3u64)
     }
@@ -596,7 +1037,11 @@ mod tests {
     }
 
     fn live_view(t: &MemberTable) -> Vec<Member> {
-        let mut v: Vec<Member> = t.iter().filter(|m| m.is_live()).cloned().collect();
+        let mut v: Vec<Member> = t
+            .iter()
+            .filter(|m| m.is_live())
+            .map(|m| m.to_member())
+            .collect();
         v.sort_by_key(|m| m.id);
         v
     }
@@ -631,6 +1076,49 @@ mod tests {
             prop_assert_eq!(a.view_hash(), b.view_hash());
         }
 
+        /// The index finds every member and nothing else through any mix of additions
+        /// and collections, across chunk boundaries and index resizes.
+        #[test]
+        fn the_index_agrees_with_a_plain_map(
+            ops in proptest::collection::vec((0..400u64, any::<bool>(), 0..20u8), 1..1500),
+            seed in any::<u64>(),
+        ) {
+            let now = Instant::now();
+            let mut t = MemberTable::new(member(0, 0, Status::Alive), now, seed);
+            let mut model: std::collections::HashMap<u64, Status> =
+                std::collections::HashMap::from([(0, Status::Alive)]);
+            for (id, dead, collect) in ops {
+                let id = id + 1;
+                let status = if dead { Status::Dead } else { Status::Alive };
+                let inc = u64::from(dead);
+                let m = Member { id: NodeId(id), addr: SocketAddr::from(([10, 0, (id >> 8) as u8, id as u8], 1)), ..member(id, inc, status) };
+                t.merge(&m.as_update(), now);
+                let e = model.entry(id).or_insert(status);
+                if dead {
+                    *e = Status::Dead;
+                }
+                if collect == 0 {
+                    t.collect_tombstones(now, std::time::Duration::ZERO);
+                    model.retain(|_, st| *st != Status::Dead);
+                }
+                prop_assert_eq!(t.len(), model.len());
+            }
+            for (&id, &st) in &model {
+                let got = t.get(NodeId(id));
+                prop_assert_eq!(got.map(|m| (m.id, m.status)), Some((NodeId(id), st)));
+                prop_assert_eq!(t.since(NodeId(id)), Some(now));
+            }
+            for id in 401..420 {
+                prop_assert!(t.get(NodeId(id)).is_none());
+            }
+            let mut ids: Vec<u64> = t.iter().map(|m| m.id.0).collect();
+            ids.sort_unstable();
+            let mut want: Vec<u64> = model.keys().copied().collect();
+            want.sort_unstable();
+            prop_assert_eq!(ids, want);
+            prop_assert!(t.slots.len().is_power_of_two() && t.slots.len() * 3 >= t.len() * 4);
+        }
+
         /// Bucket sums always equal a recount from scratch.
         #[test]
         fn buckets_match_a_recount(updates in proptest::collection::vec(arb_update(), 1..60)) {
@@ -643,7 +1131,7 @@ mod tests {
             for m in t.iter().filter(|m| m.is_live()) {
                 let b = &mut fresh[bucket_of(m.id)];
                 b.count += 1;
-                b.hash = b.hash.wrapping_add(state_hash(m));
+                b.hash = b.hash.wrapping_add(state_hash(&m));
                 live += 1;
             }
             prop_assert_eq!(&fresh, t.buckets());

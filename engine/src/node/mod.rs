@@ -64,7 +64,7 @@ use crate::codec::{
 use crate::crdt::{Kind, Op};
 use crate::detector::{expected_confirmations, suspicion_timeout, LocalHealth, ProbeOrder};
 use crate::dissemination::{retransmit_limit, BroadcastQueue};
-use crate::membership::{bucket_of, Member, MemberTable, Merge, BUCKETS};
+use crate::membership::{bucket_of, Member, MemberRef, MemberTable, Merge, BUCKETS};
 use crate::placement::{self, NodeId, Router};
 use crate::replication::{Store, PARTITIONS};
 use crate::runtime::Endpoint;
@@ -618,7 +618,7 @@ impl Node {
     }
 
     /// This node's own entry.
-    pub fn local(&self) -> &Member {
+    pub fn local(&self) -> MemberRef<'_> {
         self.table
             .get(self.config.id)
             .expect("the local member is never removed from the table")
@@ -636,12 +636,12 @@ impl Node {
     }
 
     /// What this node believes about one member.
-    pub fn member(&self, id: NodeId) -> Option<&Member> {
+    pub fn member(&self, id: NodeId) -> Option<MemberRef<'_>> {
         self.table.get(id)
     }
 
     /// Every member this node knows, tombstones included.
-    pub fn members(&self) -> impl Iterator<Item = &Member> + '_ {
+    pub fn members(&self) -> impl Iterator<Item = MemberRef<'_>> + '_ {
         self.table.iter()
     }
 
@@ -978,7 +978,7 @@ impl Node {
             }
             Message::Leave(l) => {
                 if let Some(m) = self.table.get(l.id) {
-                    let mut u = m.clone();
+                    let mut u = m.to_member();
                     u.incarnation = l.incarnation;
                     u.status = Status::Left;
                     self.handle_update(now, from, sender, &u.as_update(), ctx);
@@ -1047,7 +1047,7 @@ impl Node {
                     // A member learned from anti-entropy state is old news to the cluster
                     // (a joiner catching up); one learned from a rumour is spread on.
                     if !ctx.state {
-                        self.broadcasts.push(u.id);
+                        self.broadcasts.push(&mut self.table, u.id);
                         self.gossip_soon(now);
                     }
                     self.peak_live = self.peak_live.max(self.table.live_count());
@@ -1128,7 +1128,7 @@ impl Node {
         let at_least = u.incarnation.max(me.incarnation);
         // Metadata that differs from what the cluster holds at that version (this node
         // restarted with new metadata) needs a new version, or receivers keep the old bytes.
-        let meta = if u.meta_version >= me.meta_version && u.metadata != me.metadata.as_slice() {
+        let meta = if u.meta_version >= me.meta_version && u.metadata != me.metadata {
             u.meta_version.saturating_add(1)
         } else {
             u.meta_version.max(me.meta_version)
@@ -1145,7 +1145,7 @@ impl Node {
             m.addr = addr;
             m.meta_version = meta;
         });
-        self.broadcasts.push(id);
+        self.broadcasts.push(&mut self.table, id);
         self.gossip_soon(now);
     }
 
@@ -1156,7 +1156,7 @@ impl Node {
             m.incarnation = m.incarnation.saturating_add(1);
             f(m);
         });
-        self.broadcasts.push(id);
+        self.broadcasts.push(&mut self.table, id);
         self.gossip_soon(now);
     }
 
@@ -1209,7 +1209,7 @@ impl Node {
             self.placement_dirty(now);
         }
         self.peak_live = self.peak_live.max(self.table.live_count());
-        self.broadcasts.push(id);
+        self.broadcasts.push(&mut self.table, id);
         self.gossip_soon(now);
     }
 
@@ -1417,7 +1417,7 @@ impl Node {
         let target = target.or_else(|| {
             self.probe_order.next(
                 &mut self.rng,
-                |id| id != me && table.get(id).is_some_and(Member::is_live),
+                |id| id != me && table.get(id).is_some_and(|m| m.is_live()),
                 |v| {
                     v.extend(
                         table
@@ -1506,7 +1506,7 @@ impl Node {
         });
         self.push_event(Event::Suspected(id));
         self.start_suspicion(now, id, inc, me);
-        self.broadcasts.push(id);
+        self.broadcasts.push(&mut self.table, id);
         self.gossip_soon(now);
     }
 
@@ -1561,7 +1561,7 @@ impl Node {
         // too (memberlist does the same): the suspicion then shortens cluster-wide.
         self.table
             .update_with(id, now, |m| m.accuser = Some(accuser));
-        self.broadcasts.push(id);
+        self.broadcasts.push(&mut self.table, id);
         self.gossip_soon(now);
     }
 
@@ -1587,7 +1587,7 @@ impl Node {
                 self.stats.declared_dead += 1;
                 self.table.update_with(id, now, |m| m.status = Status::Dead);
                 self.push_event(Event::Failed(id));
-                self.broadcasts.push(id);
+                self.broadcasts.push(&mut self.table, id);
                 self.gossip_soon(now);
                 self.placement_dirty(now);
             }
@@ -1810,7 +1810,7 @@ impl Node {
                 w.try_push(&Message::Join(Join {
                     incarnation: me.incarnation,
                     addr: me.addr,
-                    metadata: &me.metadata,
+                    metadata: me.metadata,
                 }));
                 to
             }
@@ -1965,11 +1965,11 @@ impl Node {
         };
         if piggyback {
             let limit = retransmit_limit(self.table.live_count(), self.config.retransmit_mult);
-            let table = &self.table;
-            self.broadcasts.take(limit, |id| match table.get(id) {
-                Some(m) => w.try_push(&Message::Member(m.as_update())),
-                None => true,
-            });
+            self.broadcasts
+                .take(&mut self.table, limit, |table, id| match table.get(id) {
+                    Some(m) => w.try_push(&Message::Member(m.as_update())),
+                    None => true,
+                });
         }
         if w.is_empty() {
             return None;

@@ -441,7 +441,7 @@ struct View {
 fn debug_view(ctx: &Ctx<'_>) -> Reply {
     let view = ctx.engine.inspect(|n| {
         let now = Instant::now();
-        let mut members: Vec<Member> = n.members().cloned().collect();
+        let mut members: Vec<Member> = n.members().map(|m| m.to_member()).collect();
         members.sort_by_key(|m| m.id);
         let mut suspicions: Vec<_> = n
             .suspicions()
@@ -449,7 +449,7 @@ fn debug_view(ctx: &Ctx<'_>) -> Reply {
             .collect();
         suspicions.sort_by_key(|s| s.0);
         View {
-            local: n.local().clone(),
+            local: n.local().to_member(),
             members,
             suspicions,
             joined: n.is_joined(),
