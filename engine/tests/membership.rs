@@ -149,6 +149,66 @@ fn a_killed_node_is_declared_dead_by_everyone_within_the_configured_bound() {
     assert!(converged(&sim, n - 1));
 }
 
+#[test]
+fn many_nodes_killed_at_once_are_all_declared_dead_within_the_bound() {
+    let n = 300;
+    let mut sim = cluster(n, 5, false);
+    converge(&mut sim, n, 60);
+    let victims: Vec<usize> = (0..10).map(|k| 7 + k * 29).collect();
+    let ids: Vec<NodeId> = victims.iter().map(|&v| sim.node(v).unwrap().id()).collect();
+    for &v in &victims {
+        sim.kill(v).unwrap();
+    }
+    let c = sim.node(0).unwrap().config().clone();
+    let bound = c.probe_interval * 3
+        + suspicion_timeout(
+            n,
+            c.probe_interval,
+            c.suspicion_mult,
+            c.suspicion_max_mult,
+            0,
+        )
+        + c.probe_interval * 3;
+    let start = sim.now();
+    let all_dead = |s: &Sim<Node>| {
+        s.nodes().filter(|(_, n)| !n.is_stopped()).all(|(_, n)| {
+            ids.iter()
+                .all(|id| n.member(*id).is_some_and(|m| m.status == Status::Dead))
+        })
+    };
+    let ok = sim.run_until(start + bound, all_dead);
+    if !ok {
+        let stuck: Vec<String> = sim
+            .nodes()
+            .filter(|(_, n)| !n.is_stopped())
+            .flat_map(|(i, n)| {
+                ids.iter()
+                    .filter_map(move |id| {
+                        let m = n.member(*id)?;
+                        (m.status != Status::Dead)
+                            .then(|| format!("node {i} sees {id} {:?}@{}", m.status, m.incarnation))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .take(10)
+            .collect();
+        let n0 = sim.node(0).unwrap();
+        let sus: Vec<String> = n0
+            .suspicions()
+            .map(|(id, at, k)| {
+                format!(
+                    "{id} due in {:?} ({k} accusers)",
+                    at.saturating_duration_since(sim.now())
+                )
+            })
+            .collect();
+        panic!("not every victim declared dead within {bound:?}: {stuck:?}; node 0 suspicions: {sus:?}, next timeout in {:?}", n0.poll_timeout().map(|t| t.saturating_duration_since(sim.now())));
+    }
+    // Every survivor is live everywhere: nobody else was declared dead.
+    assert!(converged(&sim, n - victims.len()));
+    assert!(declared_dead(&sim) as usize >= victims.len());
+}
+
 fn no_false_positives_under_loss(loss: f64, seed: u64) {
     let n = 32;
     let mut sim = cluster(n, seed, false);

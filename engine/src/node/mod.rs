@@ -1518,9 +1518,11 @@ impl Node {
             self.config.suspicion_max_mult,
             0,
         );
-        // A node that is itself unhealthy (Lifeguard's score) also gives suspects longer:
-        // its own slowness or lossy links are the likelier cause of the silence.
-        let deadline = now + self.health.scale(timeout);
+        // The local health score stretches this node's probe timing, not suspicion
+        // timeouts (as in Lifeguard): a suspect is declared within the bound however many
+        // members failed at once. Failed probes of several dead members raise the score,
+        // and stretching suspicions by it would let those suspicions outlive the bound.
+        let deadline = now + timeout;
         if accuser != self.config.id {
             self.suspects_to_probe.push_back(id);
         }
@@ -1554,7 +1556,7 @@ impl Node {
             self.config.suspicion_max_mult,
             (s.accusers.len() - 1) as u32,
         );
-        s.deadline = (s.started + self.health.scale(timeout)).max(now);
+        s.deadline = (s.started + timeout).max(now);
         let deadline = s.deadline;
         self.suspicion_heap.push(Reverse((deadline, id)));
         // Pass the confirmation on under its accuser's name, so the other nodes count it
