@@ -90,6 +90,22 @@ fn status_everywhere(sim: &Sim<Node>, about: usize, id: NodeId) -> Vec<Option<St
         .collect()
 }
 
+/// How long a failure may take to be known by all of `n`: every node probes each member
+/// once per round of n − 1 periods, but with n probers some probe the victim within a
+/// period or two, so 3 periods; then the longest suspicion (no confirmations); then 3
+/// periods of dissemination.
+fn detection_bound(c: &NodeConfig, n: usize) -> Duration {
+    c.probe_interval * 3
+        + suspicion_timeout(
+            n,
+            c.probe_interval,
+            c.suspicion_mult,
+            c.suspicion_max_mult,
+            0,
+        )
+        + c.probe_interval * 3
+}
+
 #[test]
 fn thousand_nodes_join_through_one_seed_and_agree_on_view_and_placement() {
     let n = 1000;
@@ -122,18 +138,7 @@ fn a_killed_node_is_declared_dead_by_everyone_within_the_configured_bound() {
     let victim_id = sim.node(victim).unwrap().id();
     sim.kill(victim).unwrap();
     let c = sim.node(0).unwrap().config().clone();
-    // Every node probes each member once per round of n − 1 periods, but with n probers
-    // some probe the victim within a period or two; give it 3. Then the longest
-    // suspicion (no confirmations), then 3 periods of dissemination.
-    let bound = c.probe_interval * 3
-        + suspicion_timeout(
-            n,
-            c.probe_interval,
-            c.suspicion_mult,
-            c.suspicion_max_mult,
-            0,
-        )
-        + c.probe_interval * 3;
+    let bound = detection_bound(&c, n);
     let start = sim.now();
     let ok = sim.run_until(start + bound, |s| {
         status_everywhere(s, victim, victim_id)
@@ -159,16 +164,7 @@ fn many_nodes_killed_at_once_are_all_declared_dead_within_the_bound() {
     for &v in &victims {
         sim.kill(v).unwrap();
     }
-    let c = sim.node(0).unwrap().config().clone();
-    let bound = c.probe_interval * 3
-        + suspicion_timeout(
-            n,
-            c.probe_interval,
-            c.suspicion_mult,
-            c.suspicion_max_mult,
-            0,
-        )
-        + c.probe_interval * 3;
+    let bound = detection_bound(sim.node(0).unwrap().config(), n);
     let start = sim.now();
     let all_dead = |s: &Sim<Node>| {
         s.nodes().filter(|(_, n)| !n.is_stopped()).all(|(_, n)| {
