@@ -325,7 +325,6 @@ struct Cluster {
     rt: Runtime<Host>,
     obs: Arc<Observatory>,
     ids: Vec<EndpointId>,
-    addrs: Vec<SocketAddr>,
     seeds: Vec<SocketAddr>,
     period: Duration,
     epoch: u32,
@@ -676,7 +675,6 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
         rt,
         obs,
         ids,
-        addrs,
         seeds,
         period,
         epoch: 0,
@@ -807,15 +805,6 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
                 rec.bound_ms = Some(bound.as_secs_f64() * 1000.0);
                 rec.convergence = Some(c.wait_goal("failure detection", bound + c.period * 3));
                 readers.settle(c.live_indices().len(), c.period * 3);
-                if std::env::var_os("LOADGEN_DEBUG").is_some() {
-                    let ids: Vec<NodeId> = victims.iter().map(|&v| NodeId(v as u64 + 1)).collect();
-                    let seen = c.ask(0, move |n| {
-                        ids.iter()
-                            .map(|id| n.member(*id).map(|m| format!("{id}:{:?}", m.status)))
-                            .collect::<Vec<_>>()
-                    })?;
-                    eprintln!("victims as node 0 sees them: {seen:?}");
-                }
                 rec.lookups = readers.finish();
                 rec.what = format!("{} nodes crash ({}% of {live})", victims.len(), args.kill);
                 rec.distinct_views = c.wait_same_view(c.period * 10);
@@ -957,6 +946,5 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
     }
     c.rt.shutdown().context("stopping the runtime")?;
     report::emit(&record, args)?;
-    let _ = c.addrs;
     Ok(())
 }
