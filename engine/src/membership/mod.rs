@@ -429,9 +429,10 @@ impl std::ops::IndexMut<usize> for Entries {
 pub struct MemberTable {
     entries: Entries,
     /// Open-addressing index from member id to position in `entries`: a slot holds the
-    /// position plus one, or 0 when empty. Linear probing from `mix64(id ^ seed)`; the
+    /// position plus one in its low 32 bits and the high 32 bits of `mix64(id ^ seed)` in
+    /// its high 32 bits, or 0 when empty. Linear probing from `mix64(id ^ seed)`; the
     /// length is a power of two and at most three quarters of the slots are used.
-    slots: Vec<u32>,
+    slots: Vec<u64>,
     seed: u64,
     /// The instant the `since` offsets count from.
     epoch: Instant,
@@ -449,6 +450,16 @@ impl std::fmt::Debug for MemberTable {
             .field("live", &self.live)
             .finish()
     }
+}
+
+/// The entry position an index slot holds (`None`: the slot is empty).
+fn slot_position(v: u64) -> Option<usize> {
+    ((v & 0xffff_ffff) as usize).checked_sub(1)
+}
+
+/// The low half of a slot for position `i`.
+fn slot_low(i: usize) -> u64 {
+    u64::from(u32::try_from(i + 1).expect("at most u32::MAX - 1 members"))
 }
 
 /// Fewest index slots.
@@ -672,17 +683,26 @@ impl MemberTable {
         }
     }
 
-    fn home(&self, id: NodeId) -> usize {
-        (mix64(id.0 ^ self.seed) as usize) & (self.slots.len() - 1)
+    fn hash(&self, id: NodeId) -> u64 {
+        mix64(id.0 ^ self.seed)
     }
 
-    /// The position of a member in `entries`.
+    fn home(&self, id: NodeId) -> usize {
+        (self.hash(id) as usize) & (self.slots.len() - 1)
+    }
+
+    /// The position of a member in `entries`. A slot holds the position plus one in its
+    /// low half and the high half of the id's hash in its high half, so a probe looks at
+    /// an entry (a cache miss in a large table) only when the hash halves match.
     fn position(&self, id: NodeId) -> Option<usize> {
+        let h = self.hash(id);
+        let tag = h >> 32;
         let mask = self.slots.len() - 1;
-        let mut s = self.home(id);
+        let mut s = (h as usize) & mask;
         loop {
-            let i = (self.slots[s] as usize).checked_sub(1)?;
-            if self.entries[i].id == id {
+            let v = self.slots[s];
+            let i = slot_position(v)?;
+            if v >> 32 == tag && self.entries[i].id == id {
                 return Some(i);
             }
             s = (s + 1) & mask;
@@ -693,7 +713,7 @@ impl MemberTable {
     fn slot_of(&self, id: NodeId, i: usize) -> usize {
         let mask = self.slots.len() - 1;
         let mut s = self.home(id);
-        while self.slots[s] as usize != i + 1 {
+        while slot_position(self.slots[s]) != Some(i) {
             s = (s + 1) & mask;
         }
         s
@@ -701,12 +721,13 @@ impl MemberTable {
 
     /// Record position `i` (whose entry has id `id`, not yet indexed) in a free slot.
     fn index(&mut self, id: NodeId, i: usize) {
+        let h = self.hash(id);
         let mask = self.slots.len() - 1;
-        let mut s = self.home(id);
+        let mut s = (h as usize) & mask;
         while self.slots[s] != 0 {
             s = (s + 1) & mask;
         }
-        self.slots[s] = u32::try_from(i + 1).expect("at most u32::MAX - 1 members");
+        self.slots[s] = (h >> 32 << 32) | slot_low(i);
     }
 
     /// Rebuild the index with `len` slots (a power of two).
@@ -747,7 +768,7 @@ impl MemberTable {
         let mask = self.slots.len() - 1;
         let mut hole = self.slot_of(id, i);
         let mut s = (hole + 1) & mask;
-        while let Some(j) = (self.slots[s] as usize).checked_sub(1) {
+        while let Some(j) = slot_position(self.slots[s]) {
             let home = self.home(self.entries[j].id);
             if (s.wrapping_sub(home) & mask) >= (s.wrapping_sub(hole) & mask) {
                 self.slots[hole] = self.slots[s];
@@ -763,7 +784,7 @@ impl MemberTable {
         }
         if i != last {
             let s = self.slot_of(self.entries[i].id, last);
-            self.slots[s] = u32::try_from(i + 1).expect("at most u32::MAX - 1 members");
+            self.slots[s] = (self.slots[s] >> 32 << 32) | slot_low(i);
         }
     }
 
