@@ -5,11 +5,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hearsay::codec::{FrameConfig, FrameWriter, MemberUpdate, Message, Status};
+use hearsay::codec::{MemberUpdate, Message, Status};
 use hearsay::detector::suspicion_timeout;
 use hearsay::node::{Command, Event, Node, NodeConfig, PlacementConfig, Preset};
 use hearsay::placement::{NodeId, Scheme};
 use hearsay::sim::{Check, LinkConfig, Sim, SimConfig};
+
+mod wire;
+use wire::frame;
 
 const CLUSTER: &[u8] = b"test";
 
@@ -397,18 +400,6 @@ fn metadata_changes_spread() {
         s.nodes()
             .all(|(_, node)| node.member(id).unwrap().metadata == b"zone=b")
     }));
-}
-
-/// Encode one frame from `sender` holding `msgs`.
-fn frame(label: &[u8], sender: hearsay::placement::NodeId, msgs: &[Message<'_>]) -> Vec<u8> {
-    let config = FrameConfig::new(label).unwrap();
-    let mut buf = Vec::new();
-    let mut w = FrameWriter::new(&mut buf, &config, sender, None);
-    for m in msgs {
-        assert!(w.try_push(m));
-    }
-    w.finish();
-    buf
 }
 
 #[test]

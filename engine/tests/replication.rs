@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hearsay::codec::{CrdtDelta, FrameConfig, FrameWriter, Message};
+use hearsay::codec::{CrdtDelta, Message};
 use hearsay::crdt::{Kind, Op};
 use hearsay::node::{Command, Node, NodeConfig, Preset};
 use hearsay::placement::NodeId;
@@ -13,6 +13,9 @@ use hearsay::replication::partition_of;
 use hearsay::sim::{Check, Latency, LinkConfig, Sim, SimConfig};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+
+mod wire;
+use wire::frame;
 
 const CLUSTER: &[u8] = b"crdt";
 
@@ -168,17 +171,6 @@ fn a_late_joiner_catches_up_through_anti_entropy() {
     assert_eq!(sim.node(joiner).unwrap().crdt_store().len(), 200);
 }
 
-fn frame(sender: NodeId, msgs: &[Message<'_>]) -> Vec<u8> {
-    let config = FrameConfig::new(CLUSTER).unwrap();
-    let mut buf = Vec::new();
-    let mut w = FrameWriter::new(&mut buf, &config, sender, None);
-    for m in msgs {
-        assert!(w.try_push(m));
-    }
-    w.finish();
-    buf
-}
-
 #[test]
 fn hostile_crdt_input_is_refused_counted_and_changes_nothing() {
     let mut sim = cluster(4, 23);
@@ -236,7 +228,7 @@ fn hostile_crdt_input_is_refused_counted_and_changes_nothing() {
         },
     ];
     for d in bad {
-        let mut f = frame(NodeId(0xbad), &[Message::CrdtDelta(d)]);
+        let mut f = frame(CLUSTER, NodeId(0xbad), &[Message::CrdtDelta(d)]);
         target.handle_datagram(now, attacker, &mut f);
     }
     assert_eq!(target.crdt_store().state_hash(), before);
