@@ -55,17 +55,17 @@ pub struct Member {
 impl Member {
     /// Alive or suspect: still a member of the cluster as far as this node knows.
     pub fn is_live(&self) -> bool {
-        is_live(self.status)
+        self.view().is_live()
     }
 
     /// Whether the member takes part in placement: live and not drained.
     pub fn in_placement(&self) -> bool {
-        self.is_live() && !self.drained
+        self.view().in_placement()
     }
 
     /// The member's merge key (see [`precedence`]).
     pub fn key(&self) -> (u64, u8, u64) {
-        precedence(self.incarnation, self.status, self.meta_version)
+        self.view().key()
     }
 
     /// The member as a wire update.
