@@ -8,7 +8,10 @@
 //!
 //! Each queued member's place in line (times sent and enqueue order) is kept with the
 //! member, in a [`QueueSlots`] (the member table keeps it in its entries); the queue itself
-//! is a heap of 16-byte (place, id) records.
+//! is a heap of 16-byte (place, id) records. A place also carries a hint of where its
+//! member was last found (its position in the table), so offering an update costs one
+//! look at the member's entry rather than an index search per step; a hint that has gone
+//! stale (the entry moved) only costs the search.
 #![deny(unsafe_code)]
 
 use std::cmp::Reverse;
@@ -25,21 +28,33 @@ pub fn retransmit_limit(n: usize, mult: u32) -> u32 {
     mult.max(1) * log
 }
 
+/// Bits of a place that hold the position hint.
+const HINT_BITS: u32 = 24;
+/// The hint meaning "no position known".
+pub const NO_HINT: u32 = (1 << HINT_BITS) - 1;
+/// Most times an update is counted as sent; a larger limit counts as this one.
+const MAX_SENT: u32 = 255;
+
 /// Where a [`BroadcastQueue`] keeps each member's place in line: a non-zero `u64` while the
 /// member is queued, 0 otherwise. The queue reads and writes it only through this trait.
+///
+/// `hint` is a position the slots gave out before for this member (or [`NO_HINT`]); an
+/// implementation checks it first and may ignore it.
 pub trait QueueSlots {
-    /// The place of `id`, 0 when it is not queued.
-    fn queued(&self, id: NodeId) -> u64;
+    /// The place of `id`, 0 when it is not queued; sets `hint` to where `id` is now
+    /// ([`NO_HINT`] when it has no position).
+    fn queued(&self, id: NodeId, hint: &mut u32) -> u64;
     /// Set the place of `id` (0: no longer queued).
-    fn set_queued(&mut self, id: NodeId, place: u64);
+    fn set_queued(&mut self, id: NodeId, hint: u32, place: u64);
 }
 
 impl QueueSlots for HashMap<NodeId, u64> {
-    fn queued(&self, id: NodeId) -> u64 {
+    fn queued(&self, id: NodeId, hint: &mut u32) -> u64 {
+        *hint = NO_HINT;
         self.get(&id).copied().unwrap_or(0)
     }
 
-    fn set_queued(&mut self, id: NodeId, place: u64) {
+    fn set_queued(&mut self, id: NodeId, _hint: u32, place: u64) {
         if place == 0 {
             self.remove(&id);
         } else {
@@ -48,19 +63,26 @@ impl QueueSlots for HashMap<NodeId, u64> {
     }
 }
 
-/// A place in line: times sent in the high half, the enqueue sequence number inverted in
-/// the low half, so that places order as (times sent, newest first). Never 0, because a
+/// A place in line: times sent in the top 8 bits, the enqueue sequence number inverted in
+/// the next 32, a position hint in the low 24, so that places order as (times sent, newest
+/// first); sequence numbers are unique, so the hint never decides. Never 0, because a
 /// sequence number never reaches `u32::MAX`.
-fn place(sent: u32, seq: u32) -> u64 {
-    (u64::from(sent) << 32) | u64::from(u32::MAX - seq)
+fn place(sent: u32, seq: u32, hint: u32) -> u64 {
+    (u64::from(sent.min(MAX_SENT)) << 56)
+        | (u64::from(u32::MAX - seq) << HINT_BITS)
+        | u64::from(hint.min(NO_HINT))
 }
 
 fn sent_of(place: u64) -> u32 {
-    (place >> 32) as u32
+    (place >> 56) as u32
 }
 
 fn seq_of(place: u64) -> u32 {
-    u32::MAX - place as u32
+    u32::MAX - (place >> HINT_BITS) as u32
+}
+
+fn hint_of(place: u64) -> u32 {
+    (place as u32) & NO_HINT
 }
 
 /// Pending member updates, ordered by (times sent, newest first).
@@ -76,7 +98,7 @@ pub struct BroadcastQueue {
     next_seq: u32,
     /// Records taken by the current [`take`](Self::take), accepted ones first, then the
     /// refused ones; re-inserted at its end.
-    scratch: Vec<(u64, NodeId)>,
+    scratch: Vec<(u64, NodeId, u32)>,
 }
 
 impl BroadcastQueue {
@@ -85,22 +107,24 @@ impl BroadcastQueue {
         if self.next_seq == u32::MAX {
             self.renumber(slots);
         }
-        if slots.queued(id) == 0 {
+        let mut hint = NO_HINT;
+        if slots.queued(id, &mut hint) == 0 {
             self.len += 1;
         } else {
             self.stale += 1;
         }
-        let p = place(0, self.next_seq);
+        let p = place(0, self.next_seq, hint);
         self.next_seq += 1;
-        slots.set_queued(id, p);
+        slots.set_queued(id, hint, p);
         self.heap.push(Reverse((p, id)));
         self.compact(slots);
     }
 
     /// Drop a member's pending update.
     pub fn remove(&mut self, slots: &mut impl QueueSlots, id: NodeId) {
-        if slots.queued(id) != 0 {
-            slots.set_queued(id, 0);
+        let mut hint = NO_HINT;
+        if slots.queued(id, &mut hint) != 0 {
+            slots.set_queued(id, hint, 0);
             self.len -= 1;
             self.stale += 1;
             self.compact(slots);
@@ -118,31 +142,35 @@ impl BroadcastQueue {
     }
 
     /// Offer pending updates to `write`, least-sent first, until it has refused a few (the
-    /// datagram is full) or the queue is exhausted. Each update `write` accepts counts as
-    /// sent once; an update sent `limit` times leaves the queue. Returns how many were
+    /// datagram is full) or the queue is exhausted. `write` gets the member's id and a hint
+    /// of its position in `slots`. Each update `write` accepts counts as sent once; an
+    /// update sent `limit` times (at most 255) leaves the queue. Returns how many were
     /// accepted.
     pub fn take<S: QueueSlots>(
         &mut self,
         slots: &mut S,
         limit: u32,
-        mut write: impl FnMut(&S, NodeId) -> bool,
+        mut write: impl FnMut(&S, NodeId, u32) -> bool,
     ) -> usize {
+        let limit = limit.min(MAX_SENT);
         self.scratch.clear();
         let mut accepted = 0;
         let mut refused = 0;
         while let Some(Reverse((p, id))) = self.heap.pop() {
-            if slots.queued(id) != p {
+            let mut hint = hint_of(p);
+            if slots.queued(id, &mut hint) != p {
                 self.stale -= 1;
                 continue;
             }
-            if write(slots, id) {
-                // Accepted records stay ahead of the refused ones in `scratch`.
-                self.scratch.insert(accepted, (p, id));
+            if write(slots, id, hint) {
+                // Accepted records stay ahead of the refused ones in `scratch`; they carry
+                // the fresh hint, the place itself is still `p`.
+                self.scratch.insert(accepted, (p, id, hint));
                 accepted += 1;
             } else {
                 // A large update that does not fit must not block the smaller ones behind
                 // it for good; look a little further before giving up on this datagram.
-                self.scratch.push((p, id));
+                self.scratch.push((p, id, hint));
                 refused += 1;
                 if refused > MAX_SKIPS {
                     break;
@@ -150,18 +178,18 @@ impl BroadcastQueue {
             }
         }
         for k in 0..self.scratch.len() {
-            let (p, id) = self.scratch[k];
+            let (p, id, hint) = self.scratch[k];
             if k >= accepted {
                 self.heap.push(Reverse((p, id)));
                 continue;
             }
             let sent = sent_of(p) + 1;
             if sent >= limit {
-                slots.set_queued(id, 0);
+                slots.set_queued(id, hint, 0);
                 self.len -= 1;
             } else {
-                let p = place(sent, seq_of(p));
-                slots.set_queued(id, p);
+                let p = place(sent, seq_of(p), hint);
+                slots.set_queued(id, hint, p);
                 self.heap.push(Reverse((p, id)));
             }
         }
@@ -172,7 +200,8 @@ impl BroadcastQueue {
     /// Drop stale records once they outnumber the live ones.
     fn compact(&mut self, slots: &impl QueueSlots) {
         if self.stale > 64 && self.stale > self.len {
-            self.heap.retain(|&Reverse((p, id))| slots.queued(id) == p);
+            self.heap
+                .retain(|&Reverse((p, id))| slots.queued(id, &mut hint_of(p)) == p);
             self.stale = 0;
             self.shrink();
         }
@@ -192,13 +221,13 @@ impl BroadcastQueue {
         let mut queued: Vec<(u64, NodeId)> = std::mem::take(&mut self.heap)
             .into_iter()
             .map(|Reverse(r)| r)
-            .filter(|&(p, id)| slots.queued(id) == p)
+            .filter(|&(p, id)| slots.queued(id, &mut hint_of(p)) == p)
             .collect();
         queued.sort_by_key(|&(p, _)| seq_of(p));
         for (seq, r) in queued.iter_mut().enumerate() {
             let seq = u32::try_from(seq).expect("fewer than u32::MAX updates queued");
-            r.0 = place(sent_of(r.0), seq);
-            slots.set_queued(r.1, r.0);
+            r.0 = place(sent_of(r.0), seq, hint_of(r.0));
+            slots.set_queued(r.1, hint_of(r.0), r.0);
         }
         self.next_seq = u32::try_from(queued.len()).expect("fewer than u32::MAX updates queued");
         self.stale = 0;
@@ -328,7 +357,7 @@ mod tests {
                         ok
                     });
                     let mut accepted = 0;
-                    let nb = q.take(&mut s, limit, |_, id| {
+                    let nb = q.take(&mut s, limit, |_, id, _| {
                         b.push(id);
                         let ok = !refused(id) && accepted < room;
                         accepted += usize::from(ok);
@@ -375,7 +404,7 @@ mod tests {
             q.push(&mut s, NodeId(id));
         }
         let mut got = Vec::new();
-        q.take(&mut s, 2, |_, id| {
+        q.take(&mut s, 2, |_, id, _| {
             got.push(id);
             got.len() <= 2
         });
@@ -383,7 +412,7 @@ mod tests {
         assert_eq!(got, vec![NodeId(3), NodeId(2), NodeId(1)]);
         assert_eq!(q.len(), 3);
         got.clear();
-        q.take(&mut s, 2, |_, id| {
+        q.take(&mut s, 2, |_, id, _| {
             got.push(id);
             true
         });
@@ -391,7 +420,7 @@ mod tests {
         assert_eq!(got, vec![NodeId(1), NodeId(3), NodeId(2)]);
         // 3 and 2 have now been sent twice and left; 1 once.
         assert_eq!(q.len(), 1);
-        q.take(&mut s, 2, |_, _| true);
+        q.take(&mut s, 2, |_, _, _| true);
         assert!(q.is_empty());
     }
 
@@ -404,7 +433,7 @@ mod tests {
         }
         // Node 3 (newest, first in line) never fits.
         let mut got = Vec::new();
-        q.take(&mut s, 5, |_, id| {
+        q.take(&mut s, 5, |_, id, _| {
             if id == NodeId(3) {
                 return false;
             }
@@ -419,12 +448,12 @@ mod tests {
         let mut q = BroadcastQueue::default();
         let mut s = HashMap::new();
         q.push(&mut s, NodeId(1));
-        q.take(&mut s, 3, |_, _| true);
-        q.take(&mut s, 3, |_, _| true);
+        q.take(&mut s, 3, |_, _, _| true);
+        q.take(&mut s, 3, |_, _, _| true);
         q.push(&mut s, NodeId(1));
-        assert_eq!(q.take(&mut s, 3, |_, _| true), 1);
-        assert_eq!(q.take(&mut s, 3, |_, _| true), 1);
-        assert_eq!(q.take(&mut s, 3, |_, _| true), 1);
+        assert_eq!(q.take(&mut s, 3, |_, _, _| true), 1);
+        assert_eq!(q.take(&mut s, 3, |_, _, _| true), 1);
+        assert_eq!(q.take(&mut s, 3, |_, _, _| true), 1);
         assert!(q.is_empty());
         q.push(&mut s, NodeId(2));
         q.remove(&mut s, NodeId(2));

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use crate::codec::{DigestEntry, MemberUpdate, Status, SummaryBucket};
-use crate::dissemination::QueueSlots;
+use crate::dissemination::{QueueSlots, NO_HINT};
 use crate::placement::NodeId;
 
 /// Number of anti-entropy buckets. 64 buckets of about 9 bytes make one summary fit a
@@ -486,6 +486,21 @@ impl MemberTable {
         self.position(id).map(|i| self.entries[i].view())
     }
 
+    /// [`get`](Self::get), looking first at position `hint` (as handed out through
+    /// [`QueueSlots`]); a wrong hint costs only the usual search.
+    pub fn get_hinted(&self, id: NodeId, hint: u32) -> Option<MemberRef<'_>> {
+        self.find(id, hint).map(|i| self.entries[i].view())
+    }
+
+    /// The position of `id`, trying `hint` before the index.
+    fn find(&self, id: NodeId, hint: u32) -> Option<usize> {
+        let h = hint as usize;
+        if h < self.entries.len() && self.entries[h].id == id {
+            return Some(h);
+        }
+        self.position(id)
+    }
+
     /// When the member's status last changed.
     pub fn since(&self, id: NodeId) -> Option<Instant> {
         self.position(id)
@@ -821,15 +836,21 @@ impl MemberTable {
 }
 
 impl QueueSlots for MemberTable {
-    fn queued(&self, id: NodeId) -> u64 {
-        match self.position(id) {
-            Some(i) => self.entries[i].queued,
-            None => self.orphans.iter().find(|o| o.0 == id).map_or(0, |o| o.1),
+    fn queued(&self, id: NodeId, hint: &mut u32) -> u64 {
+        match self.find(id, *hint) {
+            Some(i) => {
+                *hint = u32::try_from(i).map_or(NO_HINT, |i| i.min(NO_HINT));
+                self.entries[i].queued
+            }
+            None => {
+                *hint = NO_HINT;
+                self.orphans.iter().find(|o| o.0 == id).map_or(0, |o| o.1)
+            }
         }
     }
 
-    fn set_queued(&mut self, id: NodeId, key: u64) {
-        if let Some(i) = self.position(id) {
+    fn set_queued(&mut self, id: NodeId, hint: u32, key: u64) {
+        if let Some(i) = self.find(id, hint) {
             self.entries[i].queued = key;
             return;
         }
@@ -1020,25 +1041,49 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_position_hint_still_finds_the_member() {
+        let (mut t, now) = table();
+        for id in 1..=5 {
+            t.merge(&member(id, 0, Status::Alive).as_update(), now);
+        }
+        let mut hint = NO_HINT;
+        t.set_queued(NodeId(5), NO_HINT, 9);
+        assert_eq!(t.queued(NodeId(5), &mut hint), 9);
+        assert_ne!(hint, NO_HINT);
+        assert_eq!(t.get_hinted(NodeId(5), hint).map(|m| m.id), Some(NodeId(5)));
+        // A hint pointing at another member, or past the end, falls back to the index.
+        let other = (hint + 1) % 6;
+        assert_eq!(
+            t.get_hinted(NodeId(5), other).map(|m| m.id),
+            Some(NodeId(5))
+        );
+        assert_eq!(t.get_hinted(NodeId(5), 1000).map(|m| m.id), Some(NodeId(5)));
+        let mut stale = other;
+        assert_eq!(t.queued(NodeId(5), &mut stale), 9);
+        assert_eq!(stale, hint);
+        assert!(t.get_hinted(NodeId(77), hint).is_none());
+    }
+
+    #[test]
     fn a_queue_place_outlives_the_collection_of_its_member() {
         let (mut t, now) = table();
         t.merge(&member(1, 0, Status::Dead).as_update(), now);
-        t.set_queued(NodeId(1), 77);
+        t.set_queued(NodeId(1), NO_HINT, 77);
         assert_eq!(t.collect_tombstones(now, std::time::Duration::ZERO), 1);
         assert!(t.get(NodeId(1)).is_none());
-        assert_eq!(t.queued(NodeId(1)), 77);
-        t.set_queued(NodeId(1), 78);
-        assert_eq!(t.queued(NodeId(1)), 78);
+        assert_eq!(t.queued(NodeId(1), &mut { NO_HINT }), 77);
+        t.set_queued(NodeId(1), NO_HINT, 78);
+        assert_eq!(t.queued(NodeId(1), &mut { NO_HINT }), 78);
         // Back in the table, the member has its place again.
         t.merge(&member(1, 1, Status::Alive).as_update(), now);
-        assert_eq!(t.queued(NodeId(1)), 78);
+        assert_eq!(t.queued(NodeId(1), &mut { NO_HINT }), 78);
         assert!(t.orphans.is_empty());
-        t.set_queued(NodeId(1), 0);
-        assert_eq!(t.queued(NodeId(1)), 0);
+        t.set_queued(NodeId(1), NO_HINT, 0);
+        assert_eq!(t.queued(NodeId(1), &mut { NO_HINT }), 0);
         // Places of members never in the table are kept and dropped the same way.
-        t.set_queued(NodeId(9), 5);
-        assert_eq!(t.queued(NodeId(9)), 5);
-        t.set_queued(NodeId(9), 0);
+        t.set_queued(NodeId(9), NO_HINT, 5);
+        assert_eq!(t.queued(NodeId(9), &mut { NO_HINT }), 5);
+        t.set_queued(NodeId(9), NO_HINT, 0);
         assert!(t.orphans.is_empty());
     }
 

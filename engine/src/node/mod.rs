@@ -1968,9 +1968,11 @@ impl Node {
         if piggyback {
             let limit = retransmit_limit(self.table.live_count(), self.config.retransmit_mult);
             self.broadcasts
-                .take(&mut self.table, limit, |table, id| match table.get(id) {
-                    Some(m) => w.try_push(&Message::Member(m.as_update())),
-                    None => true,
+                .take(&mut self.table, limit, |table, id, hint| {
+                    match table.get_hinted(id, hint) {
+                        Some(m) => w.try_push(&Message::Member(m.as_update())),
+                        None => true,
+                    }
                 });
         }
         if w.is_empty() {
