@@ -25,6 +25,7 @@ use rand::Rng;
 
 use crate::codec::{DigestEntry, MemberUpdate, Status, SummaryBucket};
 use crate::dissemination::{QueueSlots, NO_HINT};
+use prefetch::prefetch;
 use crate::placement::NodeId;
 
 /// Number of anti-entropy buckets. 64 buckets of about 9 bytes make one summary fit a
@@ -490,6 +491,27 @@ impl MemberTable {
     /// [`QueueSlots`]); a wrong hint costs only the usual search.
     pub fn get_hinted(&self, id: NodeId, hint: u32) -> Option<MemberRef<'_>> {
         self.find(id, hint).map(|i| self.entries[i].view())
+    }
+
+    /// Ask the memory system for what looking up `ids` will touch: first their index
+    /// slots, then (once those are on their way) the entries the slots point at. A frame's
+    /// updates are then merged out of cache instead of paying two misses each in turn, in a
+    /// process that hosts thousands of tables. Only a hint to the hardware: results are
+    /// unchanged.
+    pub fn prefetch(&self, ids: &[NodeId]) {
+        for &id in ids {
+            prefetch(&self.slots[self.home(id)]);
+        }
+        for &id in ids {
+            let h = self.hash(id);
+            let s = (h as usize) & (self.slots.len() - 1);
+            let v = self.slots[s];
+            if v >> 32 == h >> 32 {
+                if let Some(i) = slot_position(v) {
+                    prefetch(&self.entries[i]);
+                }
+            }
+        }
     }
 
     /// The position of `id`, trying `hint` before the index.
@@ -1203,5 +1225,25 @@ mod tests {
             prop_assert_eq!(&fresh, t.buckets());
             prop_assert_eq!(live, t.live_count());
         }
+    }
+}
+
+/// The one use of `unsafe` in this module: a cache prefetch hint.
+#[allow(unsafe_code)]
+mod prefetch {
+    /// Start loading the cache line holding `x` into all cache levels.
+    #[inline(always)]
+    pub(super) fn prefetch<T>(x: &T) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 CPU has (it is in the
+        // target's baseline); a prefetch never faults and changes no memory, and `x` is
+        // a valid reference anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                (x as *const T).cast(),
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = x;
     }
 }
