@@ -9,7 +9,8 @@
 //! - [`sys`]: host helpers: the kernel's UDP drop counters (`/proc/net/snmp`), the open-file
 //!   limit, socket buffers, thread pinning and seeded payload bytes.
 //! - [`transport`]: the loopback harnesses behind `benches/transport.rs` (one flow, many
-//!   sockets, paced ping-pong latency) for the runtime and its std and `sendmmsg` baselines.
+//!   sockets, paced ping-pong latency) for the runtime and its tokio-uring, std and
+//!   `sendmmsg` baselines.
 //!
 //! Criterion does the timing of every benchmark; the only figures produced here are the
 //! transport harnesses' per-run counts and the latency histograms that criterion cannot

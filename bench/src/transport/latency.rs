@@ -14,8 +14,10 @@
 //!    received P.
 //! 3. **Pacing**: ping *i* is due at `start + i / rate` and goes out at the first chance at
 //!    or after that (threads: a sleep with 1 µs timer slack; runtime: a pong arriving or the
-//!    endpoint's timer). Pings are stamped when sent, not when due, so this is the latency
-//!    of the transport, not of the pacer (no coordinated-omission correction).
+//!    endpoint's timer; tokio-uring: tokio's timer, millisecond resolution, so pings due
+//!    within one millisecond go out back to back). Pings are stamped when sent, not when
+//!    due, so this is the latency of the transport, not of the pacer (no coordinated-omission
+//!    correction).
 //! 4. **Record**: the pinger records (receive time − send stamp) / 2 per pong. Both
 //!    times come from the pinger's side (one clock); the runtime's are the `now` its
 //!    endpoint is handed, so they include the runtime's own batching.
@@ -28,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::{runtime, runtime_config, threads, Flow, Transport, Unavailable};
+use super::{runtime, runtime_config, threads, tokio_uring_baseline, Flow, Transport, Unavailable};
 use crate::sys::{SnmpDelta, UdpSnmp};
 
 /// Datagrams of the one-flow run that finds the peak rate.
@@ -216,6 +218,7 @@ pub fn measure_latency(
         Transport::HearsayIoUring | Transport::HearsayPortable => {
             runtime::latency(runtime_config(transport)?, payload, rate, count)?
         }
+        Transport::TokioUring => tokio_uring_baseline::latency(payload, rate, count)?,
         Transport::StdUdp => threads::latency(threads::Api::Std, payload, rate, count)?,
         Transport::LibcMmsg => threads::latency(threads::Api::Mmsg, payload, rate, count)?,
     };

@@ -1,17 +1,39 @@
 //! Transport measurements on loopback: the Hearsay runtime on both backends, side by side
-//! with a plain std `UdpSocket` loop and a raw `sendmmsg`/`recvmmsg` loop.
+//! with the `tokio-uring` crate, a plain std `UdpSocket` loop and a raw
+//! `sendmmsg`/`recvmmsg` loop.
 //!
 //! `benches/transport.rs` drives these through criterion; this module holds the harnesses
 //! so that they are unit-tested and so that the bench file is only the criterion glue.
 //!
+//! # Transports
+//!
+//! - [`Transport::HearsayIoUring`], [`Transport::HearsayPortable`]: the runtime on its two
+//!   backends, [`SHARDS`] pinned shards.
+//! - [`Transport::TokioUring`]: the `tokio-uring` crate (0.5), one tokio-uring runtime per
+//!   pinned thread, `tokio_uring::net::UdpSocket` used as its API is meant to be used:
+//!   `send_to` / `recv_from` with owned, reused buffers, one task per concurrent activity.
+//!   That is one SQE per datagram (`SENDMSG` / `RECVMSG`, with a `msghdr`, an iovec and an
+//!   address allocated per operation), no multishot receive, no provided buffers (every
+//!   armed receive holds its own buffer), SQEs submitted when the thread is about to park
+//!   and completions delivered through tokio's epoll. It measures what an application gets
+//!   from tokio-uring instead of driving io_uring itself, as the runtime does.
+//! - [`Transport::StdUdp`], [`Transport::LibcMmsg`]: one thread per role, blocking std
+//!   calls or `sendmmsg`/`recvmmsg` batches of [`MMSG_BATCH`].
+//!
 //! # Shapes
 //!
-//! - **One flow** ([`Flow::one_flow`]): one sender socket, one receiver socket. For the
-//!   runtime, a sender endpoint and a receiver endpoint on its two shards; for the
-//!   baselines, a sender thread and a receiver thread pinned to cores 0 and 1.
-//! - **Many sockets** ([`Flow::many_sockets`], runtime only): [`MANY_SOCKETS`] endpoints on
-//!   [`SHARDS`] shards passing [`RELAY_TOKENS`] tokens, each hop from a random endpoint to a
-//!   random other one.
+//! - **One flow** ([`Flow::one_flow`], every transport): one sender socket, one receiver
+//!   socket. For the runtime, a sender endpoint and a receiver endpoint on its two shards;
+//!   for the baselines, a sender thread and a receiver thread pinned to cores 0 and 1 (for
+//!   tokio-uring, each with its own runtime: a sending task and an acknowledgement-reading
+//!   task on the sender's socket, a counting task on the receiver's).
+//! - **Many sockets** ([`Flow::many_sockets`], [`Transport::RELAY`]: the runtime and
+//!   tokio-uring): [`MANY_SOCKETS`] endpoints on [`SHARDS`] shards (tokio-uring: sockets
+//!   round robin on two threads, a `recv_from` task per socket) passing [`RELAY_TOKENS`]
+//!   tokens, each hop from a random endpoint to a random other one, sent from the socket
+//!   that received it.
+//! - **Latency** ([`latency`], every transport): paced ping-pong; tokio-uring paces on
+//!   tokio's timer (millisecond resolution).
 //!
 //! # Flow control and drops
 //!
@@ -43,6 +65,7 @@ mod mmsg;
 mod probe;
 mod runtime;
 mod threads;
+mod tokio_uring_baseline;
 mod wire;
 
 use std::fmt;
@@ -101,6 +124,9 @@ pub enum Transport {
     HearsayIoUring,
     /// The Hearsay runtime on its portable (epoll) backend.
     HearsayPortable,
+    /// The `tokio-uring` crate's runtime and `UdpSocket`, one runtime per thread: one
+    /// `send_to` / `recv_from` SQE per datagram.
+    TokioUring,
     /// One thread per role, std `UdpSocket`, one blocking call per datagram.
     StdUdp,
     /// One thread per role, `sendmmsg`/`recvmmsg` in batches of [`MMSG_BATCH`].
@@ -109,14 +135,21 @@ pub enum Transport {
 
 impl Transport {
     /// Every transport, in report order.
-    pub const ALL: [Transport; 4] = [
+    pub const ALL: [Transport; 5] = [
         Transport::HearsayIoUring,
         Transport::HearsayPortable,
+        Transport::TokioUring,
         Transport::StdUdp,
         Transport::LibcMmsg,
     ];
-    /// The runtime's backends, which alone host thousands of sockets.
-    pub const RUNTIME: [Transport; 2] = [Transport::HearsayIoUring, Transport::HearsayPortable];
+    /// The transports that host the many-sockets relay: the runtime's backends and
+    /// tokio-uring (a task per socket). The thread-per-role baselines would need a thread
+    /// per socket and measure the scheduler.
+    pub const RELAY: [Transport; 3] = [
+        Transport::HearsayIoUring,
+        Transport::HearsayPortable,
+        Transport::TokioUring,
+    ];
 
     /// Whether this transport can run here: `Err` with the reason when io_uring is asked
     /// for and the kernel or sandbox does not allow it.
@@ -125,6 +158,7 @@ impl Transport {
             Transport::HearsayIoUring | Transport::HearsayPortable => {
                 runtime_config(self).map(|_| ())
             }
+            Transport::TokioUring => tokio_uring_baseline::check(),
             Transport::StdUdp | Transport::LibcMmsg => Ok(()),
         }
     }
@@ -134,6 +168,7 @@ impl Transport {
         match self {
             Transport::HearsayIoUring => "hearsay-io_uring",
             Transport::HearsayPortable => "hearsay-portable",
+            Transport::TokioUring => "tokio-uring",
             Transport::StdUdp => "std-udp",
             Transport::LibcMmsg => "libc-mmsg32",
         }
@@ -296,13 +331,14 @@ impl Flow {
             Transport::HearsayIoUring | Transport::HearsayPortable => Box::new(
                 runtime::RuntimeFlow::new(runtime_config(transport)?, payload)?,
             ),
+            Transport::TokioUring => Box::new(tokio_uring_baseline::UringFlow::new(payload)?),
             Transport::StdUdp => Box::new(threads::ThreadFlow::new(threads::Api::Std, payload)?),
             Transport::LibcMmsg => Box::new(threads::ThreadFlow::new(threads::Api::Mmsg, payload)?),
         };
         Ok(Self { harness })
     }
 
-    /// `sockets` relay endpoints on the runtime of `transport` (a runtime transport),
+    /// `sockets` relay endpoints of `transport` (one of [`Transport::RELAY`]),
     /// [`RELAY_TOKENS`] tokens of `payload` bytes in flight.
     pub fn many_sockets(
         transport: Transport,
@@ -310,11 +346,20 @@ impl Flow {
         payload: usize,
     ) -> Result<Self, Unavailable> {
         assert!(payload >= wire::HEADER_LEN, "payload below the header size");
-        let relay =
-            runtime::RuntimeRelay::new(runtime_config(transport)?, sockets, payload, RELAY_TOKENS)?;
-        Ok(Self {
-            harness: Box::new(relay),
-        })
+        let harness: Box<dyn Harness> = match transport {
+            Transport::TokioUring => Box::new(tokio_uring_baseline::UringRelay::new(
+                sockets,
+                payload,
+                RELAY_TOKENS,
+            )?),
+            _ => Box::new(runtime::RuntimeRelay::new(
+                runtime_config(transport)?,
+                sockets,
+                payload,
+                RELAY_TOKENS,
+            )?),
+        };
+        Ok(Self { harness })
     }
 
     /// Delivers `count` datagrams (or gives up on the lost) and reports the run.
@@ -529,7 +574,7 @@ mod tests {
 
     #[test]
     fn many_sockets_relay_runs() {
-        for t in Transport::RUNTIME {
+        for t in Transport::RELAY {
             let mut flow = match Flow::many_sockets(t, 50, 64) {
                 Ok(f) => f,
                 Err(why) => {

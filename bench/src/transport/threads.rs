@@ -23,7 +23,7 @@ use crate::sys::{pin_to_core, random_bytes, set_recv_buffer};
 /// How often blocked receivers look up to see whether they should stop.
 const STOP_CHECK: Duration = Duration::from_millis(50);
 /// Room for any datagram of the benchmarks.
-const BUF: usize = 2048;
+pub(super) const BUF: usize = 2048;
 
 /// Which system calls a thread loop uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,12 +34,12 @@ pub(crate) enum Api {
     Mmsg,
 }
 
-fn io_err(what: &str) -> impl FnOnce(io::Error) -> Unavailable + '_ {
+pub(super) fn io_err(what: &str) -> impl FnOnce(io::Error) -> Unavailable + '_ {
     move |e| Unavailable(format!("{what}: {e}"))
 }
 
 /// A loopback socket with the benchmarks' receive buffer.
-fn socket() -> Result<UdpSocket, Unavailable> {
+pub(super) fn socket() -> Result<UdpSocket, Unavailable> {
     let s = UdpSocket::bind("127.0.0.1:0").map_err(io_err("bind"))?;
     set_recv_buffer(&s, RECV_BUFFER).map_err(io_err("SO_RCVBUF"))?;
     Ok(s)
@@ -52,7 +52,7 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-fn spawn(name: &str, core: usize, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+pub(super) fn spawn(name: &str, core: usize, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
     thread::Builder::new()
         .name(name.into())
         .spawn(move || {

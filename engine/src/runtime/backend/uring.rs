@@ -1,22 +1,32 @@
 //! io_uring backend, driven directly through the `io-uring` crate.
 //!
-//! Why not `tokio-uring` (which the design card named): it is unmaintained, owns its own
-//! executor, and has neither multishot receive nor provided-buffer rings, which are the
-//! two features that make io_uring worth it for many small datagrams. Driving the ring
-//! ourselves costs this one file of careful `unsafe`.
+//! Why not `tokio-uring` (which the design card named): it has had no release since 0.5
+//! (2024), owns its own executor, and its API is one SQE per operation with an allocation
+//! for each (`msghdr`, iovec, address), with neither multishot receive nor provided-buffer
+//! rings, which are the two features that make io_uring worth it for many small
+//! datagrams. The transport benchmark runs it as a row of its own, written the way its API
+//! is meant to be used (`bench/src/transport/tokio_uring_baseline.rs`); in
+//! `results/2026-12-06-vm-transport` it reaches about half this backend's one-flow rate
+//! and two thirds of its 5000-socket rate. Driving the ring ourselves costs this one file
+//! of careful `unsafe`.
 //!
 //! Per shard: one ring; one provided-buffer ring (group 0) of `recv_buffers` buffers,
 //! each `io_uring_recvmsg_out` header + `sockaddr_storage` + `max_datagram_size` bytes;
 //! one multishot `RecvMsg` per socket, re-armed whenever a completion comes without
 //! `IORING_CQE_F_MORE` (buffers exhausted, error); a buffer goes back to the ring as soon
-//! as its endpoint has handled the datagram. Sends are `SendMsg` whose buffer, iovec,
-//! msghdr and destination live in a boxed pool slot until the completion arrives; they
-//! are submitted together with the next wait (one `io_uring_enter` per iteration, none
-//! when completions are already waiting and nothing is queued; `flush` is a no-op). The
-//! ring is set up with `COOP_TASKRUN` where the kernel has it, so receive completions are
-//! run at that enter rather than by interrupting the shard thread per datagram. The
-//! shard's eventfd is watched by a multishot poll; timers are the timeout of
-//! `io_uring_enter` (`IORING_ENTER_EXT_ARG`).
+//! as its endpoint has handled the datagram. Sends are `IORING_OP_SEND` with the
+//! destination in the SQE (Linux 6.1; `SendMsg` before), whose buffer and address live in
+//! a boxed pool slot until the completion arrives; they are submitted together with the
+//! next wait (one `io_uring_enter` per iteration, none when completions are already
+//! waiting and nothing is queued; `flush` is a no-op). Sockets sit in a sparse
+//! registered-file table at their slot index, so no operation looks up or reference-counts
+//! the file. The ring is set up with `COOP_TASKRUN` where the kernel has it (Linux 5.19),
+//! so receive completions are run at that enter rather than by interrupting the shard
+//! thread per datagram. The shard's eventfd is watched by a multishot poll; timers are the
+//! timeout of `io_uring_enter` (`IORING_ENTER_EXT_ARG`). Sending with an address and
+//! registered sockets moved the 5000-socket rate from 1.40× the portable backend's to the
+//! ratio given in `results/2026-12-06-vm-transport` (the portable backend, unchanged, is
+//! the control between the two runs).
 //!
 //! Requirements (probed at start; `Auto` falls back to the portable backend otherwise):
 //! `io_uring_setup` allowed, opcodes `RECVMSG`, `SENDMSG`, `POLL_ADD`, `ASYNC_CANCEL`,
@@ -101,6 +111,47 @@ pub(crate) fn probe(config: &RuntimeConfig) -> Result<(), String> {
     drop(ring);
     drop(bufs);
     Ok(())
+}
+
+/// Whether the running kernel's release is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    // SAFETY: uname only writes into the struct we pass.
+    let release = unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return false;
+        }
+        std::ffi::CStr::from_ptr(u.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
+/// Largest registered-file table a shard asks for.
+const MAX_FIXED_FILES: u32 = 1 << 16;
+
+/// Registers an empty (sparse) file table sized to the open-file limit, which the kernel
+/// also applies to it; returns its size, or 0 when the kernel refuses (then every socket
+/// is used through its descriptor).
+fn register_file_table(ring: &IoUring) -> u32 {
+    // SAFETY: getrlimit only writes into the struct we pass.
+    let soft = unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        limit.rlim_cur
+    };
+    let size = u32::try_from(soft).unwrap_or(u32::MAX).min(MAX_FIXED_FILES);
+    match ring.submitter().register_files_sparse(size) {
+        Ok(()) => size,
+        Err(_) => 0,
+    }
 }
 
 /// A provided-buffer ring and the buffers it hands to the kernel.
@@ -225,6 +276,8 @@ struct Socket {
     generation: u32,
     socket: UdpSocket,
     armed: bool,
+    /// Whether the socket sits in the ring's registered-file table at its slot index.
+    fixed: bool,
 }
 
 /// The io_uring driver of one shard.
@@ -242,6 +295,12 @@ pub(crate) struct UringDriver {
     free_sends: Vec<u32>,
     sends_in_flight: usize,
     sockets: Vec<Option<Socket>>,
+    /// Size of the sparse registered-file table (0 when registration failed): a socket
+    /// whose slot index is below it is registered there, so its operations skip the
+    /// per-operation file lookup and reference count.
+    fixed_files: u32,
+    /// Whether sends use `IORING_OP_SEND` with a destination instead of `SENDMSG`.
+    sendto: bool,
     /// Receives cancelled on removal whose final completion has not arrived yet.
     cancelling: usize,
     pool: Vec<Vec<u8>>,
@@ -279,6 +338,8 @@ impl UringDriver {
         // receive) are run at our next `io_uring_enter` instead of interrupting the shard
         // thread with a signal-style notification per datagram; the shard enters the
         // kernel every iteration anyway. Older kernels reject the flag: build without it.
+        // (DEFER_TASKRUN was measured too: no clear gain in rate here, and a p99 one-way
+        // latency that now and then tripled.)
         let ring = match IoUring::builder()
             .setup_cqsize(SQ_ENTRIES * 8)
             .setup_coop_taskrun()
@@ -289,11 +350,16 @@ impl UringDriver {
                 .setup_cqsize(SQ_ENTRIES * 8)
                 .build(SQ_ENTRIES)?,
         };
+        // Sends name their destination in the SQE (`IORING_OP_SEND` with an address, Linux
+        // 6.1), which spares the kernel copying a msghdr per datagram; older kernels,
+        // which reject the address, get `SENDMSG`.
+        let sendto = kernel_at_least(6, 1);
         let bufs = BufRing::new(
             config.recv_buffers,
             RECVMSG_OUT_LEN + NAME_LEN + config.max_datagram_size,
         )?;
         bufs.register(&ring)?;
+        let fixed_files = register_file_table(&ring);
         let mut recv_msghdr = Box::new(zeroed_msghdr());
         recv_msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
         let mut driver = UringDriver {
@@ -304,6 +370,8 @@ impl UringDriver {
             free_sends: Vec::new(),
             sends_in_flight: 0,
             sockets: Vec::new(),
+            fixed_files,
+            sendto,
             cancelling: 0,
             pool: Vec::new(),
             completions: Vec::with_capacity(SQ_ENTRIES as usize * 8),
@@ -355,12 +423,16 @@ impl UringDriver {
             return;
         };
         sock.armed = true;
-        let entry = opcode::RecvMsgMulti::new(
-            types::Fd(sock.socket.as_raw_fd()),
-            &*self.recv_msghdr,
-            BUFFER_GROUP,
-        )
-        .build()
+        let entry = if sock.fixed {
+            opcode::RecvMsgMulti::new(types::Fixed(slot), &*self.recv_msghdr, BUFFER_GROUP).build()
+        } else {
+            opcode::RecvMsgMulti::new(
+                types::Fd(sock.socket.as_raw_fd()),
+                &*self.recv_msghdr,
+                BUFFER_GROUP,
+            )
+            .build()
+        }
         .user_data(user_data(TAG_RECV, sock.generation, slot));
         // SAFETY: the msghdr is boxed in `self` and never changed after `new`; it and
         // the buffer ring outlive every receive, because `close` (run at the latest by
@@ -495,10 +567,18 @@ impl Driver for UringDriver {
         if self.sockets.len() <= slot {
             self.sockets.resize_with(slot + 1, || None);
         }
+        // A socket that cannot be registered (table full or absent) runs unregistered.
+        let fixed = key.slot < self.fixed_files
+            && self
+                .ring
+                .submitter()
+                .register_files_update(key.slot, &[socket.as_raw_fd()])
+                .is_ok();
         self.sockets[slot] = Some(Socket {
             generation: key.generation,
             socket,
             armed: false,
+            fixed,
         });
         self.arm_recv(key.slot);
         Ok(())
@@ -521,6 +601,10 @@ impl Driver for UringDriver {
             // Make the cancel take effect now: the socket's port is released once the
             // receive lets go of its file.
             let _ = self.ring.submit();
+        }
+        if sock.fixed {
+            // Release the table's reference; in-flight operations hold their own.
+            let _ = self.ring.submitter().register_files_update(key.slot, &[-1]);
         }
         // Dropping the socket closes our descriptor; the kernel keeps the file until the
         // cancelled receive completes.
@@ -577,8 +661,8 @@ impl Driver for UringDriver {
     }
 
     fn send(&mut self, key: SlotKey, to: SocketAddr, buf: Vec<u8>) {
-        let fd = match self.sockets.get(key.slot as usize) {
-            Some(Some(s)) if s.generation == key.generation => s.socket.as_raw_fd(),
+        let (fd, fixed) = match self.sockets.get(key.slot as usize) {
+            Some(Some(s)) if s.generation == key.generation => (s.socket.as_raw_fd(), s.fixed),
             _ => {
                 ShardStats::add(&self.stats.send_errors, 1);
                 self.recycle(buf);
@@ -609,9 +693,25 @@ impl Driver for UringDriver {
         slot.msg.msg_namelen = slot.addr.len();
         slot.msg.msg_iov = &mut slot.iov;
         slot.msg.msg_iovlen = 1;
-        let entry = opcode::SendMsg::new(types::Fd(fd), &slot.msg)
-            .build()
-            .user_data(user_data(TAG_SEND, 0, index));
+        let entry = match (fixed, self.sendto) {
+            (true, true) => opcode::Send::new(
+                types::Fixed(key.slot),
+                slot.buf.as_ptr(),
+                slot.buf.len() as u32,
+            )
+            .dest_addr(slot.addr.as_ptr().cast())
+            .dest_addr_len(slot.addr.len())
+            .build(),
+            (false, true) => {
+                opcode::Send::new(types::Fd(fd), slot.buf.as_ptr(), slot.buf.len() as u32)
+                    .dest_addr(slot.addr.as_ptr().cast())
+                    .dest_addr_len(slot.addr.len())
+                    .build()
+            }
+            (true, false) => opcode::SendMsg::new(types::Fixed(key.slot), &slot.msg).build(),
+            (false, false) => opcode::SendMsg::new(types::Fd(fd), &slot.msg).build(),
+        }
+        .user_data(user_data(TAG_SEND, 0, index));
         self.sends_in_flight += 1;
         // SAFETY: (1) the msghdr, iovec, destination and payload live in the boxed
         // `SendSlot` `index`, whose heap address does not change when `sends` grows;
@@ -702,6 +802,13 @@ mod tests {
         let d = user_data(TAG_RECV, GENERATION_MASK, u32::MAX);
         assert_eq!(split(d), (TAG_RECV, GENERATION_MASK, u32::MAX));
         assert_eq!(split(user_data(TAG_SEND, 5, 7)), (TAG_SEND, 5, 7));
+    }
+
+    #[test]
+    fn kernel_release_comparison() {
+        assert!(kernel_at_least(0, 0));
+        assert!(kernel_at_least(2, 6));
+        assert!(!kernel_at_least(999, 0));
     }
 
     #[test]
