@@ -25,8 +25,8 @@ use rand::Rng;
 
 use crate::codec::{DigestEntry, MemberUpdate, Status, SummaryBucket};
 use crate::dissemination::{QueueSlots, NO_HINT};
-use prefetch::prefetch;
 use crate::placement::NodeId;
+use prefetch::prefetch;
 
 /// Number of anti-entropy buckets. 64 buckets of about 9 bytes make one summary fit a
 /// 1400-byte datagram with room to spare.
