@@ -20,13 +20,15 @@
 //! next wait (one `io_uring_enter` per iteration, none when completions are already
 //! waiting and nothing is queued; `flush` is a no-op). Sockets sit in a sparse
 //! registered-file table at their slot index, so no operation looks up or reference-counts
-//! the file. The ring is set up with `COOP_TASKRUN` where the kernel has it (Linux 5.19),
-//! so receive completions are run at that enter rather than by interrupting the shard
-//! thread per datagram. The shard's eventfd is watched by a multishot poll; timers are the
-//! timeout of `io_uring_enter` (`IORING_ENTER_EXT_ARG`). Sending with an address and
-//! registered sockets moved the 5000-socket rate from 1.40× the portable backend's to the
-//! ratio given in `results/2026-12-06-vm-transport` (the portable backend, unchanged, is
-//! the control between the two runs).
+//! the file. The ring is set up with `SINGLE_ISSUER | DEFER_TASKRUN` (Linux 6.1; else
+//! `COOP_TASKRUN`, Linux 5.19): the completion work of every multishot receive waits in
+//! the ring until the shard enters the kernel for events, rather than interrupting or
+//! waking the shard thread per datagram. The shard's eventfd is watched by a multishot
+//! poll; timers are the timeout of `io_uring_enter` (`IORING_ENTER_EXT_ARG`).
+//! `results/2026-12-06-vm-transport` gives the figures: the three changes together took
+//! the 5000-socket rate from 1.40× the portable backend's to 1.5× or more (the
+//! portable backend, unchanged, is the control between runs); deferred task work alone
+//! was worth about 8% in interleaved runs.
 //!
 //! Requirements (probed at start; `Auto` falls back to the portable backend otherwise):
 //! `io_uring_setup` allowed, opcodes `RECVMSG`, `SENDMSG`, `POLL_ADD`, `ASYNC_CANCEL`,
@@ -334,21 +336,40 @@ impl UringDriver {
         stats: Arc<ShardStats>,
         waker: Arc<Waker>,
     ) -> io::Result<Self> {
-        // COOP_TASKRUN (Linux 5.19): completions that need task work (every multishot
-        // receive) are run at our next `io_uring_enter` instead of interrupting the shard
-        // thread with a signal-style notification per datagram; the shard enters the
-        // kernel every iteration anyway. Older kernels reject the flag: build without it.
-        // (DEFER_TASKRUN was measured too: no clear gain in rate here, and a p99 one-way
-        // latency that now and then tripled.)
-        let ring = match IoUring::builder()
-            .setup_cqsize(SQ_ENTRIES * 8)
-            .setup_coop_taskrun()
-            .build(SQ_ENTRIES)
-        {
-            Ok(ring) => ring,
-            Err(_) => IoUring::builder()
-                .setup_cqsize(SQ_ENTRIES * 8)
-                .build(SQ_ENTRIES)?,
+        // SINGLE_ISSUER | DEFER_TASKRUN (Linux 6.1): the completion work of every
+        // multishot receive waits in the ring until this thread next enters the kernel for
+        // events, instead of being queued as task work (and waking the thread) per
+        // datagram; only the shard thread that built the ring ever submits to it, as
+        // SINGLE_ISSUER requires, and TASKRUN_FLAG makes `submit` ask for events when work
+        // is pending. Older kernels get COOP_TASKRUN (Linux 5.19), the same idea run at
+        // every enter, or else a plain ring.
+        let attempts: [fn(&mut io_uring::Builder); 3] = [
+            |b| {
+                b.setup_single_issuer()
+                    .setup_defer_taskrun()
+                    .setup_taskrun_flag();
+            },
+            |b| {
+                b.setup_coop_taskrun();
+            },
+            |_| {},
+        ];
+        let mut ring = None;
+        let mut last_error = None;
+        for attempt in attempts {
+            let mut builder = IoUring::builder();
+            builder.setup_cqsize(SQ_ENTRIES * 8);
+            attempt(&mut builder);
+            match builder.build(SQ_ENTRIES) {
+                Ok(r) => {
+                    ring = Some(r);
+                    break;
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        let Some(ring) = ring else {
+            return Err(last_error.unwrap_or_else(|| io::Error::other("no io_uring")));
         };
         // Sends name their destination in the SQE (`IORING_OP_SEND` with an address, Linux
         // 6.1), which spares the kernel copying a msghdr per datagram; older kernels,
