@@ -171,6 +171,92 @@ pub(crate) fn wait_for(target: u64, mut progress: impl FnMut() -> u64) -> u64 {
     }
 }
 
+/// What a many-sockets relay shares with its harness: the current run, the tokens each
+/// receiving context counted (cumulative, with when the last came), and the tokens that made
+/// their last hop, which end a run.
+pub(crate) struct RelayRuns {
+    run: AtomicU32,
+    arrivals: Vec<Padded<(AtomicU64, AtomicU64)>>,
+    finished: Padded<AtomicU64>,
+    finish_at: AtomicU64,
+    waiter: Waiter,
+}
+
+impl RelayRuns {
+    /// Counters for `receivers` receiving contexts (endpoints or threads).
+    pub(crate) fn new(receivers: usize) -> Self {
+        Self {
+            run: AtomicU32::new(0),
+            arrivals: (0..receivers).map(|_| Padded::default()).collect(),
+            finished: Padded::default(),
+            finish_at: AtomicU64::new(u64::MAX),
+            waiter: Waiter::default(),
+        }
+    }
+
+    /// Counts a token of `run` received by context `slot` at `at` (in `nanos`); false, and
+    /// nothing counted, for a token of an abandoned run. Each slot has one writer, so this
+    /// is a plain load and store, no locked instruction.
+    pub(crate) fn arrive(&self, slot: usize, run: u32, at: u64) -> bool {
+        if run != self.run.load(Ordering::Acquire) {
+            return false;
+        }
+        let (received, last) = &*self.arrivals[slot];
+        received.store(received.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        last.store(at, Ordering::Relaxed);
+        true
+    }
+
+    /// A token made its last hop; the last one of a run wakes the harness.
+    pub(crate) fn finish(&self) {
+        let done = self.finished.fetch_add(1, Ordering::AcqRel) + 1;
+        if done == self.finish_at.load(Ordering::Relaxed) {
+            self.waiter.wake();
+        }
+    }
+
+    /// Tokens received in counted runs, over all contexts.
+    pub(crate) fn received(&self) -> u64 {
+        self.arrivals
+            .iter()
+            .map(|a| a.0 .0.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Starts a run of `tokens` tokens on the calling (harness) thread; returns its id.
+    pub(crate) fn begin(&self, tokens: usize) -> u32 {
+        let finished_before = self.finished.load(Ordering::Acquire);
+        self.waiter.register();
+        self.finish_at
+            .store(finished_before + tokens as u64, Ordering::Relaxed);
+        let run = self.run.load(Ordering::Relaxed).wrapping_add(1).max(1);
+        self.run.store(run, Ordering::Release);
+        run
+    }
+
+    /// Waits until `count` tokens have been received since `received_before` (or the run
+    /// stalls), and returns the receptions and the last arrival (in `nanos`).
+    pub(crate) fn wait(&self, count: u64, received_before: u64) -> (u64, u64) {
+        let received = wait_for(count, || self.received() - received_before);
+        let last = self
+            .arrivals
+            .iter()
+            .map(|a| a.0 .1.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        (received, last)
+    }
+}
+
+/// `hops` dealt round robin into `n` injections.
+pub(crate) fn deal(hops: &[u64], n: usize) -> Vec<Vec<u64>> {
+    let mut parts: Vec<Vec<u64>> = vec![Vec::new(); n];
+    for (i, h) in hops.iter().enumerate() {
+        parts[i % n].push(*h);
+    }
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

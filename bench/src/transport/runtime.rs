@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::latency::{due_at, new_histogram, record_rtt, PingOutcome};
-use super::probe::{wait_for, Padded, Probe, Waiter};
+use super::probe::{deal, wait_for, Probe, RelayRuns, Waiter};
 use super::wire::{self, Counter, Window, ACK, DATA, PING, PONG, TOKEN};
 use super::{nanos, Harness, Outcome, Unavailable, WRITE_OFF};
 use crate::sys::random_bytes;
@@ -243,14 +243,9 @@ impl Harness for RuntimeFlow {
 /// What the relay endpoints share with the measuring thread.
 pub(crate) struct RelayShared {
     peers: OnceLock<Vec<SocketAddr>>,
-    run: AtomicU32,
     payload: Vec<u8>,
-    /// Per endpoint: tokens received in counted runs (cumulative) and when the last came.
-    arrivals: Vec<Padded<(AtomicU64, AtomicU64)>>,
-    /// Tokens that made their last hop (cumulative) and the count that ends this run.
-    finished: Padded<AtomicU64>,
-    finish_at: AtomicU64,
-    waiter: Waiter,
+    /// Runs and their counts, one receiving context per endpoint.
+    runs: RelayRuns,
 }
 
 /// Tokens for a relay endpoint to send out: hops left for each.
@@ -294,20 +289,13 @@ impl Endpoint for RelayEp {
         let Some((TOKEN, run, hops)) = wire::get(data) else {
             return;
         };
-        if run != self.shared.run.load(Ordering::Acquire) {
+        if !self.shared.runs.arrive(self.me, run, nanos(now)) {
             return; // a token of an abandoned run
         }
-        let (received, last) = &*self.shared.arrivals[self.me];
-        // One writer per endpoint: a plain load and store, no locked instruction.
-        received.store(received.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        last.store(nanos(now), Ordering::Relaxed);
         if hops > 1 {
             self.forward(run, hops - 1);
         } else {
-            let done = self.shared.finished.fetch_add(1, Ordering::AcqRel) + 1;
-            if done == self.shared.finish_at.load(Ordering::Relaxed) {
-                self.shared.waiter.wake();
-            }
+            self.shared.runs.finish();
         }
     }
 
@@ -350,12 +338,8 @@ impl RuntimeRelay {
         let rt = Runtime::start(config).map_err(|e| Unavailable(e.to_string()))?;
         let shared = Arc::new(RelayShared {
             peers: OnceLock::new(),
-            run: AtomicU32::new(0),
             payload: random_bytes(payload, payload as u64),
-            arrivals: (0..sockets).map(|_| Padded::default()).collect(),
-            finished: Padded::default(),
-            finish_at: AtomicU64::new(u64::MAX),
-            waiter: Waiter::default(),
+            runs: RelayRuns::new(sockets),
         });
         let makers = (0..sockets)
             .map(|me| {
@@ -380,14 +364,6 @@ impl RuntimeRelay {
             tokens,
         })
     }
-
-    fn received(&self) -> u64 {
-        self.shared
-            .arrivals
-            .iter()
-            .map(|a| a.0 .0.load(Ordering::Relaxed))
-            .sum()
-    }
 }
 
 /// `count` receptions split over `tokens` tokens as evenly as possible.
@@ -401,40 +377,19 @@ pub(crate) fn split_hops(count: u64, tokens: u64) -> Vec<u64> {
 
 impl Harness for RuntimeRelay {
     fn run(&mut self, count: u64) -> Outcome {
+        let runs = &self.shared.runs;
         let hops = split_hops(count, self.tokens);
-        let received_before = self.received();
-        let finished_before = self.shared.finished.load(Ordering::Acquire);
-        self.shared.waiter.register();
-        self.shared
-            .finish_at
-            .store(finished_before + hops.len() as u64, Ordering::Relaxed);
-        let run = self
-            .shared
-            .run
-            .load(Ordering::Relaxed)
-            .wrapping_add(1)
-            .max(1);
-        self.shared.run.store(run, Ordering::Release);
+        let received_before = runs.received();
+        let run = runs.begin(hops.len());
         // Inject from one endpoint per shard (round robin put endpoint i on shard i % shards).
-        let injectors = self.rt.shards().min(self.ids.len());
-        let mut parts: Vec<Vec<u64>> = vec![Vec::new(); injectors];
-        for (i, h) in hops.iter().enumerate() {
-            parts[i % injectors].push(*h);
-        }
+        let parts = deal(&hops, self.rt.shards().min(self.ids.len()));
         let start = Instant::now();
         for (id, hops) in self.ids.iter().zip(parts) {
             self.rt
                 .command(*id, Inject { run, hops })
                 .expect("the injector's shard exists");
         }
-        let received = wait_for(count, || self.received() - received_before);
-        let last = self
-            .shared
-            .arrivals
-            .iter()
-            .map(|a| a.0 .1.load(Ordering::Relaxed))
-            .max()
-            .unwrap_or(0);
+        let (received, last) = runs.wait(count, received_before);
         Outcome::new(start, count, received, last, 0)
     }
 

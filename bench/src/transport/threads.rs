@@ -214,26 +214,36 @@ fn recv_loop(
     Ok(())
 }
 
+/// One run of a one-flow harness: hands the sender thread its job through `start`, waits
+/// for the receiver's count, then for the sender to finish its job (a stalled run still
+/// sends everything).
+pub(super) fn run_flow(
+    probe: &Probe,
+    finished: &mpsc::Receiver<()>,
+    count: u64,
+    start: impl FnOnce(u32),
+) -> Outcome {
+    let write_offs = probe.write_offs();
+    let run = probe.begin(count);
+    let began = Instant::now();
+    start(run);
+    probe.wait(run);
+    finished.recv().expect("the sender thread runs");
+    Outcome::new(
+        began,
+        probe.sent(run),
+        probe.received(run),
+        probe.last_ns(),
+        probe.write_offs() - write_offs,
+    )
+}
+
 impl Harness for ThreadFlow {
     fn run(&mut self, count: u64) -> Outcome {
-        let write_offs = self.probe.write_offs();
-        let run = self.probe.begin(count);
-        let start = Instant::now();
-        self.jobs
-            .as_ref()
-            .expect("jobs open until drop")
-            .send((run, count))
-            .expect("the sender thread runs");
-        self.probe.wait(run);
-        // The sender finishes its job (a stalled run still sends everything).
-        self.finished.recv().expect("the sender thread runs");
-        Outcome::new(
-            start,
-            self.probe.sent(run),
-            self.probe.received(run),
-            self.probe.last_ns(),
-            self.probe.write_offs() - write_offs,
-        )
+        let jobs = self.jobs.as_ref().expect("jobs open until drop");
+        run_flow(&self.probe, &self.finished, count, |run| {
+            jobs.send((run, count)).expect("the sender thread runs");
+        })
     }
 
     fn runtime_stats(&self) -> Option<Stats> {

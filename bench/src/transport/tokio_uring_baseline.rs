@@ -44,7 +44,7 @@ use std::future::Future;
 use std::io;
 use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -58,9 +58,9 @@ use tokio::sync::Notify;
 use tokio_uring::net::UdpSocket;
 
 use super::latency::{due_at, new_histogram, record_rtt, PingOutcome};
-use super::probe::{wait_for, Padded, Probe, Waiter};
+use super::probe::{deal, wait_for, Probe, RelayRuns, Waiter};
 use super::runtime::split_hops;
-use super::threads::{io_err, socket, spawn, BUF};
+use super::threads::{io_err, run_flow, socket, spawn, BUF};
 use super::wire::{self, Counter, Window, ACK, DATA, HEADER_LEN, PING, PONG, TOKEN};
 use super::{nanos, Harness, Outcome, Unavailable, SHARDS, WRITE_OFF};
 use crate::sys::random_bytes;
@@ -296,24 +296,10 @@ async fn recv_loop(sock: UdpSocket, probe: &Probe) -> io::Result<()> {
 
 impl Harness for UringFlow {
     fn run(&mut self, count: u64) -> Outcome {
-        let write_offs = self.probe.write_offs();
-        let run = self.probe.begin(count);
-        let start = Instant::now();
-        self.jobs
-            .as_ref()
-            .expect("jobs open until drop")
-            .send((run, count))
-            .expect("the sender thread runs");
-        self.probe.wait(run);
-        // The sender finishes its job (a stalled run still sends everything).
-        self.finished.recv().expect("the sender thread runs");
-        Outcome::new(
-            start,
-            self.probe.sent(run),
-            self.probe.received(run),
-            self.probe.last_ns(),
-            self.probe.write_offs() - write_offs,
-        )
+        let jobs = self.jobs.as_ref().expect("jobs open until drop");
+        run_flow(&self.probe, &self.finished, count, |run| {
+            jobs.send((run, count)).expect("the sender thread runs");
+        })
     }
 
     fn runtime_stats(&self) -> Option<Stats> {
@@ -342,13 +328,8 @@ impl Drop for UringFlow {
 struct RelayShared {
     /// Every socket's address, by socket index.
     peers: Vec<SocketAddr>,
-    run: AtomicU32,
-    /// Per thread: tokens received in counted runs (cumulative) and when the last came.
-    arrivals: Vec<Padded<(AtomicU64, AtomicU64)>>,
-    /// Tokens that made their last hop (cumulative) and the count that ends this run.
-    finished: Padded<AtomicU64>,
-    finish_at: AtomicU64,
-    waiter: Waiter,
+    /// Runs and their counts, one receiving context per thread.
+    runs: RelayRuns,
 }
 
 /// A socket index drawn uniformly from all `n` but `me`.
@@ -381,11 +362,7 @@ impl UringRelay {
         }
         let shared = Arc::new(RelayShared {
             peers,
-            run: AtomicU32::new(0),
-            arrivals: (0..SHARDS).map(|_| Padded::default()).collect(),
-            finished: Padded::default(),
-            finish_at: AtomicU64::new(u64::MAX),
-            waiter: Waiter::default(),
+            runs: RelayRuns::new(SHARDS),
         });
         let payload = random_bytes(payload, payload as u64);
         let (ready_tx, ready) = mpsc::channel();
@@ -410,14 +387,6 @@ impl UringRelay {
         // On failure, dropping `relay` stops and joins whichever thread did start.
         await_ready(&ready, SHARDS)?;
         Ok(relay)
-    }
-
-    fn received(&self) -> u64 {
-        self.shared
-            .arrivals
-            .iter()
-            .map(|a| a.0 .0.load(Ordering::Relaxed))
-            .sum()
     }
 }
 
@@ -466,13 +435,9 @@ async fn relay(me: usize, slot: usize, sock: Rc<UdpSocket>, shared: Arc<RelaySha
         let Some((TOKEN, run, hops)) = wire::get(&buf[..n]) else {
             continue;
         };
-        if run != shared.run.load(Ordering::Acquire) {
+        if !shared.runs.arrive(slot, run, nanos(Instant::now())) {
             continue; // a token of an abandoned run
         }
-        let (received, last) = &*shared.arrivals[slot];
-        // One writer per thread: a plain load and store, no locked instruction.
-        received.store(received.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        last.store(nanos(Instant::now()), Ordering::Relaxed);
         if hops > 1 {
             // The received datagram goes on as it is, with one reception less.
             wire::put(&mut buf, TOKEN, run, hops - 1);
@@ -482,47 +447,24 @@ async fn relay(me: usize, slot: usize, sock: Rc<UdpSocket>, shared: Arc<RelaySha
             // A refused send is a dropped token; the run ends by GIVE_UP.
             drop(sent);
         } else {
-            let done = shared.finished.fetch_add(1, Ordering::AcqRel) + 1;
-            if done == shared.finish_at.load(Ordering::Relaxed) {
-                shared.waiter.wake();
-            }
+            shared.runs.finish();
         }
     }
 }
 
 impl Harness for UringRelay {
     fn run(&mut self, count: u64) -> Outcome {
+        let runs = &self.shared.runs;
         let hops = split_hops(count, self.tokens);
-        let received_before = self.received();
-        let finished_before = self.shared.finished.load(Ordering::Acquire);
-        self.shared.waiter.register();
-        self.shared
-            .finish_at
-            .store(finished_before + hops.len() as u64, Ordering::Relaxed);
-        let run = self
-            .shared
-            .run
-            .load(Ordering::Relaxed)
-            .wrapping_add(1)
-            .max(1);
-        self.shared.run.store(run, Ordering::Release);
+        let received_before = runs.received();
+        let run = runs.begin(hops.len());
         // Half of the tokens from a socket of each thread.
-        let mut parts: Vec<Vec<u64>> = vec![Vec::new(); self.inject.len()];
-        for (i, h) in hops.iter().enumerate() {
-            parts[i % self.inject.len()].push(*h);
-        }
+        let parts = deal(&hops, self.inject.len());
         let start = Instant::now();
         for (tx, hops) in self.inject.iter().zip(parts) {
             tx.send((run, hops)).expect("the relay thread runs");
         }
-        let received = wait_for(count, || self.received() - received_before);
-        let last = self
-            .shared
-            .arrivals
-            .iter()
-            .map(|a| a.0 .1.load(Ordering::Relaxed))
-            .max()
-            .unwrap_or(0);
+        let (received, last) = runs.wait(count, received_before);
         Outcome::new(start, count, received, last, 0)
     }
 
