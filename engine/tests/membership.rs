@@ -495,3 +495,67 @@ fn one_seed_gives_the_same_run_bit_for_bit() {
     assert_eq!(a.2, b.2);
     assert_ne!(run(13).0, a.0);
 }
+
+/// Stale rumours in one frame are answered together: one reply carrying the current state
+/// of every member the frame had wrong, not a datagram per member.
+#[test]
+fn stale_updates_in_one_frame_get_one_reply() {
+    let n = 6;
+    let mut sim = cluster(n, 21, false);
+    converge(&mut sim, n, 30);
+    let sender_id = sim.node(1).unwrap().id();
+    let sender_addr = sim.addr(1).unwrap();
+    let members: Vec<(NodeId, SocketAddr)> = (2..5)
+        .map(|i| (sim.node(i).unwrap().id(), sim.addr(i).unwrap()))
+        .collect();
+    let now: Instant = sim.now();
+    let target = sim.node_mut(0).unwrap();
+    let update = |(id, addr): (NodeId, SocketAddr), incarnation| {
+        Message::Member(MemberUpdate {
+            id,
+            addr,
+            incarnation,
+            status: Status::Alive,
+            drained: false,
+            meta_version: 0,
+            metadata: b"",
+            accuser: None,
+        })
+    };
+    // Newer rumours first (relayed by a member, as gossip is), then the stale ones.
+    let newer: Vec<Message<'_>> = members.iter().map(|&m| update(m, 5)).collect();
+    let mut f = frame(CLUSTER, sender_id, &newer);
+    target.handle_datagram(now, sender_addr, &mut f);
+    let mut buf = Vec::new();
+    while target.poll_transmit(now, &mut buf).is_some() {
+        buf.clear();
+    }
+    let before = target.stats().corrections;
+    let stale: Vec<Message<'_>> = members.iter().map(|&m| update(m, 1)).collect();
+    let mut f = frame(CLUSTER, sender_id, &stale);
+    target.handle_datagram(now, sender_addr, &mut f);
+    assert_eq!(target.stats().corrections - before, members.len() as u64);
+
+    let mut replies = Vec::new();
+    while let Some(to) = target.poll_transmit(now, &mut buf) {
+        let decoded = hearsay::codec::decode_frame(&mut buf, CLUSTER, None).unwrap();
+        let corrected: Vec<(NodeId, u64)> = decoded
+            .messages()
+            .filter_map(|m| match m.unwrap() {
+                Message::Member(u) if u.incarnation == 5 => Some((u.id, u.incarnation)),
+                _ => None,
+            })
+            .collect();
+        if !corrected.is_empty() {
+            replies.push((to, corrected));
+        }
+        buf.clear();
+    }
+    assert_eq!(replies.len(), 1, "one reply, got {replies:?}");
+    assert_eq!(replies[0].0, sender_addr);
+    let mut ids: Vec<NodeId> = replies[0].1.iter().map(|&(id, _)| id).collect();
+    ids.sort();
+    let mut want: Vec<NodeId> = members.iter().map(|&(id, _)| id).collect();
+    want.sort();
+    assert_eq!(ids, want);
+}

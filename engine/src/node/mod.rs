@@ -426,8 +426,9 @@ const PREFETCH_IDS: usize = 64;
 /// What the node tracks while it reads one datagram.
 #[derive(Default)]
 pub(super) struct FrameContext {
-    /// Stale updates answered so far.
-    corrections: usize,
+    /// Members whose stale updates this frame carried, answered with their current state
+    /// in one reply once the frame is read (at most [`MAX_CORRECTIONS`]).
+    corrections: Vec<NodeId>,
     /// A [`StatePush`] marker was read: the updates that follow are anti-entropy state.
     state: bool,
     /// Per partition, the highest delta sequence number read (acknowledged at the end).
@@ -773,6 +774,14 @@ impl Node {
                 }
             }
         }
+        if !ctx.corrections.is_empty() {
+            self.out.push_back(Intent::Updates {
+                to: from,
+                ids: std::mem::take(&mut ctx.corrections),
+                pos: 0,
+                catch_up: false,
+            });
+        }
         crdt::queue_acks(self, from, &ctx);
     }
 
@@ -1051,7 +1060,7 @@ impl Node {
         ctx: &mut FrameContext,
     ) {
         if u.id == self.config.id {
-            self.hear_about_self(now, from, u, ctx);
+            self.hear_about_self(now, u, ctx);
             return;
         }
         match self.table.merge(u, now) {
@@ -1090,31 +1099,23 @@ impl Node {
                     self.confirm_suspicion(now, u.id, u.incarnation, accuser);
                 }
             }
-            Merge::Stale => {
-                if ctx.corrections < MAX_CORRECTIONS {
-                    ctx.corrections += 1;
-                    self.stats.corrections += 1;
-                    self.out.push_back(Intent::Updates {
-                        to: from,
-                        ids: vec![u.id],
-                        pos: 0,
-                        catch_up: false,
-                    });
-                }
-            }
+            Merge::Stale => self.correct(u.id, ctx),
+        }
+    }
+
+    /// Note that the sender of this frame holds a stale state of `id`; [`FrameContext`]
+    /// gathers them into one reply.
+    fn correct(&mut self, id: NodeId, ctx: &mut FrameContext) {
+        if ctx.corrections.len() < MAX_CORRECTIONS && !ctx.corrections.contains(&id) {
+            self.stats.corrections += 1;
+            ctx.corrections.push(id);
         }
     }
 
     /// Someone says something about this node. Anything at or above the local state that
     /// differs from it (a suspicion, a death, an old incarnation after a reboot) is refuted
     /// with a higher incarnation; only this node ever raises its incarnation.
-    fn hear_about_self(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        u: &MemberUpdate<'_>,
-        ctx: &mut FrameContext,
-    ) {
+    fn hear_about_self(&mut self, now: Instant, u: &MemberUpdate<'_>, ctx: &mut FrameContext) {
         if matches!(self.phase, Phase::Leaving(_) | Phase::Stopped) {
             return;
         }
@@ -1131,16 +1132,7 @@ impl Node {
         if key < me.key() {
             // The sender holds an old rumour about this node (say, a suspicion already
             // refuted whose refutation it missed): answer it directly.
-            if ctx.corrections < MAX_CORRECTIONS {
-                ctx.corrections += 1;
-                self.stats.corrections += 1;
-                self.out.push_back(Intent::Updates {
-                    to: from,
-                    ids: vec![self.config.id],
-                    pos: 0,
-                    catch_up: false,
-                });
-            }
+            self.correct(self.config.id, ctx);
             return;
         }
         let at_least = u.incarnation.max(me.incarnation);
