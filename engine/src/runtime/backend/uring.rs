@@ -25,10 +25,12 @@
 //! the ring until the shard enters the kernel for events, rather than interrupting or
 //! waking the shard thread per datagram. The shard's eventfd is watched by a multishot
 //! poll; timers are the timeout of `io_uring_enter` (`IORING_ENTER_EXT_ARG`).
-//! `results/2026-12-06-vm-transport` gives the figures: the three changes together took
-//! the 5000-socket rate from 1.40× the portable backend's to 1.5× or more (the
-//! portable backend, unchanged, is the control between runs); deferred task work alone
-//! was worth about 8% in interleaved runs.
+//! `results/2026-12-06-vm-transport` gives the figures: with the three changes the
+//! 5000-socket, 64-byte rate measured 1.51× and 1.24× the portable backend's in two full
+//! runs (1.38× in a third with `COOP_TASKRUN` instead of deferred task work, 1.40× before
+//! the changes; the portable backend, unchanged, is the control), the spread coming from
+//! the io_uring side; deferred task work alone was worth about 10% in interleaved short
+//! runs.
 //!
 //! Requirements (probed at start; `Auto` falls back to the portable backend otherwise):
 //! `io_uring_setup` allowed, opcodes `RECVMSG`, `SENDMSG`, `POLL_ADD`, `ASYNC_CANCEL`,
