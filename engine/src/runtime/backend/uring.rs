@@ -26,8 +26,8 @@
 //! waking the shard thread per datagram. The shard's eventfd is watched by a multishot
 //! poll; timers are the timeout of `io_uring_enter` (`IORING_ENTER_EXT_ARG`).
 //! `results/2026-12-06-vm-transport` gives the figures: with the three changes the
-//! 5000-socket, 64-byte rate measured 1.51× and 1.24× the portable backend's in two full
-//! runs (1.38× in a third with `COOP_TASKRUN` instead of deferred task work, 1.40× before
+//! 5000-socket, 64-byte rate measured 1.51×, 1.24× and 1.51× the portable backend's in
+//! three runs (1.38× in one with `COOP_TASKRUN` instead of deferred task work, 1.40× before
 //! the changes; the portable backend, unchanged, is the control), the spread coming from
 //! the io_uring side; deferred task work alone was worth about 10% in interleaved short
 //! runs.
