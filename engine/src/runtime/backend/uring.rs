@@ -46,7 +46,7 @@ use std::alloc::{self, Layout};
 use std::io;
 use std::mem::size_of;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
@@ -134,6 +134,16 @@ fn kernel_at_least(major: u32, minor: u32) -> bool {
         .map(|p| p.parse::<u32>().unwrap_or(0));
     let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     (a, b) >= (major, minor)
+}
+
+/// How an operation names a socket: by its descriptor, or, once registered, by its index
+/// in the registered-file table with `IOSQE_FIXED_FILE` (what `types::Fixed` does).
+fn file(fd: RawFd, slot: u32, fixed: bool) -> (types::Fd, squeue::Flags) {
+    if fixed {
+        (types::Fd(slot as RawFd), squeue::Flags::FIXED_FILE)
+    } else {
+        (types::Fd(fd), squeue::Flags::empty())
+    }
 }
 
 /// Largest registered-file table a shard asks for.
@@ -446,17 +456,11 @@ impl UringDriver {
             return;
         };
         sock.armed = true;
-        let entry = if sock.fixed {
-            opcode::RecvMsgMulti::new(types::Fixed(slot), &*self.recv_msghdr, BUFFER_GROUP).build()
-        } else {
-            opcode::RecvMsgMulti::new(
-                types::Fd(sock.socket.as_raw_fd()),
-                &*self.recv_msghdr,
-                BUFFER_GROUP,
-            )
+        let (target, flags) = file(sock.socket.as_raw_fd(), slot, sock.fixed);
+        let entry = opcode::RecvMsgMulti::new(target, &*self.recv_msghdr, BUFFER_GROUP)
             .build()
-        }
-        .user_data(user_data(TAG_RECV, sock.generation, slot));
+            .flags(flags)
+            .user_data(user_data(TAG_RECV, sock.generation, slot));
         // SAFETY: the msghdr is boxed in `self` and never changed after `new`; it and
         // the buffer ring outlive every receive, because `close` (run at the latest by
         // `Drop`) cancels and reaps all receives before they are freed, or leaks them.
@@ -710,30 +714,22 @@ impl Driver for UringDriver {
         let slot = &mut *self.sends[index as usize];
         slot.buf = buf;
         slot.addr = SockAddr::from(to);
-        slot.iov.iov_base = slot.buf.as_mut_ptr().cast();
-        slot.iov.iov_len = slot.buf.len();
-        slot.msg.msg_name = slot.addr.as_ptr() as *mut libc::c_void;
-        slot.msg.msg_namelen = slot.addr.len();
-        slot.msg.msg_iov = &mut slot.iov;
-        slot.msg.msg_iovlen = 1;
-        let entry = match (fixed, self.sendto) {
-            (true, true) => opcode::Send::new(
-                types::Fixed(key.slot),
-                slot.buf.as_ptr(),
-                slot.buf.len() as u32,
-            )
-            .dest_addr(slot.addr.as_ptr().cast())
-            .dest_addr_len(slot.addr.len())
-            .build(),
-            (false, true) => {
-                opcode::Send::new(types::Fd(fd), slot.buf.as_ptr(), slot.buf.len() as u32)
-                    .dest_addr(slot.addr.as_ptr().cast())
-                    .dest_addr_len(slot.addr.len())
-                    .build()
-            }
-            (true, false) => opcode::SendMsg::new(types::Fixed(key.slot), &slot.msg).build(),
-            (false, false) => opcode::SendMsg::new(types::Fd(fd), &slot.msg).build(),
+        let (target, flags) = file(fd, key.slot, fixed);
+        let entry = if self.sendto {
+            opcode::Send::new(target, slot.buf.as_ptr(), slot.buf.len() as u32)
+                .dest_addr(slot.addr.as_ptr().cast())
+                .dest_addr_len(slot.addr.len())
+                .build()
+        } else {
+            slot.iov.iov_base = slot.buf.as_mut_ptr().cast();
+            slot.iov.iov_len = slot.buf.len();
+            slot.msg.msg_name = slot.addr.as_ptr() as *mut libc::c_void;
+            slot.msg.msg_namelen = slot.addr.len();
+            slot.msg.msg_iov = &mut slot.iov;
+            slot.msg.msg_iovlen = 1;
+            opcode::SendMsg::new(target, &slot.msg).build()
         }
+        .flags(flags)
         .user_data(user_data(TAG_SEND, 0, index));
         self.sends_in_flight += 1;
         // SAFETY: (1) the msghdr, iovec, destination and payload live in the boxed
