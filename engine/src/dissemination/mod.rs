@@ -28,6 +28,26 @@ pub fn retransmit_limit(n: usize, mult: u32) -> u32 {
     mult.max(1) * log
 }
 
+/// Fewest times a queued update is sent when a crowded queue shares out the budget.
+pub const MIN_TRANSMISSIONS: u32 = 3;
+
+/// The retransmission limit when `queued` updates wait and the queue holds `depth` at
+/// full budget: `limit` up to `depth` queued, then `limit · depth / queued`, but never
+/// below [`MIN_TRANSMISSIONS`] (nor above `limit`).
+///
+/// A queue far longer than a datagram's worth is a bulk change (a cold start, a partition
+/// healing), not a rumour: at full budget every member would send every update
+/// `limit` times and receive each about as often, long after everyone knew it. Anti-entropy
+/// settles bulk changes at the cost of the differences; gossip only needs to get each
+/// update going.
+pub fn shared_limit(limit: u32, queued: usize, depth: usize) -> u32 {
+    if queued <= depth {
+        return limit;
+    }
+    let share = u64::from(limit) * depth as u64 / queued as u64;
+    (share as u32).clamp(MIN_TRANSMISSIONS.min(limit), limit)
+}
+
 /// Bits of a place that hold the position hint.
 const HINT_BITS: u32 = 24;
 /// The hint meaning "no position known".
@@ -386,6 +406,18 @@ mod tests {
         fn renumbering_keeps_the_order(ops in proptest::collection::vec(arb_op(), 1..300)) {
             run_both(&ops, u32::MAX - 20)?;
         }
+    }
+
+    #[test]
+    fn a_crowded_queue_shares_the_limit_down_to_a_floor() {
+        assert_eq!(shared_limit(16, 10, 64), 16);
+        assert_eq!(shared_limit(16, 64, 64), 16);
+        assert_eq!(shared_limit(16, 128, 64), 8);
+        assert_eq!(shared_limit(16, 256, 64), 4);
+        assert_eq!(shared_limit(16, 5000, 64), MIN_TRANSMISSIONS);
+        // A limit already below the floor is kept.
+        assert_eq!(shared_limit(2, 5000, 64), 2);
+        assert_eq!(shared_limit(16, usize::MAX, usize::MAX), 16);
     }
 
     #[test]

@@ -73,6 +73,16 @@ pub struct NodeConfig {
     pub suspicion_max_mult: u32,
     /// Retransmission multiplier λ: each update is piggybacked `λ · ⌈log10(N + 1)⌉` times.
     pub retransmit_mult: u32,
+    /// Updates the dissemination queue holds before they share the retransmission budget:
+    /// beyond it, each update is sent `limit · depth / queued` times (never fewer than
+    /// [`MIN_TRANSMISSIONS`](crate::dissemination::MIN_TRANSMISSIONS)), and push-pull
+    /// anti-entropy settles what gossip leaves out.
+    pub broadcast_depth: usize,
+    /// Members that, on average, probe a suspect first when they hear of its suspicion from
+    /// another node (each does so with probability `suspect_probers / N`): enough to carry
+    /// the suspicion to a live suspect and confirm a dead one, without every member of a
+    /// large cluster pinging one node in the same period.
+    pub suspect_probers: usize,
     /// Time between gossip rounds, when updates are pending.
     pub gossip_interval: Duration,
     /// Members each gossip round (and each immediate push of a new update) goes to.
@@ -143,6 +153,8 @@ impl NodeConfig {
             suspicion_mult,
             suspicion_max_mult: 6,
             retransmit_mult: 4,
+            broadcast_depth: 64,
+            suspect_probers: 4,
             gossip_interval: p / gossip_div,
             gossip_fanout: 3,
             push_pull_interval: p * 15,
@@ -212,6 +224,9 @@ impl NodeConfig {
         }
         if self.retransmit_mult == 0 {
             return bad("retransmit_mult", "must be at least 1");
+        }
+        if self.broadcast_depth == 0 {
+            return bad("broadcast_depth", "must be at least 1");
         }
         if self.crdt_neighbours == 0 {
             return bad("crdt_neighbours", "must be at least 1");

@@ -63,7 +63,7 @@ use crate::codec::{
 };
 use crate::crdt::{Kind, Op};
 use crate::detector::{expected_confirmations, suspicion_timeout, LocalHealth, ProbeOrder};
-use crate::dissemination::{retransmit_limit, BroadcastQueue};
+use crate::dissemination::{retransmit_limit, shared_limit, BroadcastQueue};
 use crate::membership::{bucket_of, Member, MemberRef, MemberTable, Merge, BUCKETS};
 use crate::placement::{self, NodeId, Router};
 use crate::replication::{Store, PARTITIONS};
@@ -1533,7 +1533,9 @@ impl Node {
         // members failed at once. Failed probes of several dead members raise the score,
         // and stretching suspicions by it would let those suspicions outlive the bound.
         let deadline = now + timeout;
-        if accuser != self.config.id {
+        // About `suspect_probers` of the members that hear of it probe the suspect first.
+        let share = self.config.suspect_probers as f64 / self.table.live_count().max(1) as f64;
+        if accuser != self.config.id && self.rng.random::<f64>() < share {
             self.suspects_to_probe.push_back(id);
         }
         self.suspicions.insert(
@@ -1976,7 +1978,11 @@ impl Node {
             }
         };
         if piggyback {
-            let limit = retransmit_limit(self.table.live_count(), self.config.retransmit_mult);
+            let limit = shared_limit(
+                retransmit_limit(self.table.live_count(), self.config.retransmit_mult),
+                self.broadcasts.len(),
+                self.config.broadcast_depth,
+            );
             self.broadcasts
                 .take(&mut self.table, limit, |table, id, hint| {
                     match table.get_hinted(id, hint) {
