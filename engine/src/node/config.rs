@@ -79,10 +79,12 @@ pub struct NodeConfig {
     /// anti-entropy settles what gossip leaves out.
     pub broadcast_depth: usize,
     /// Members that, on average, probe a suspect first when they hear of its suspicion from
-    /// another node (each does so with probability `suspect_probers / N`): enough to carry
-    /// the suspicion to a live suspect and confirm a dead one, without every member of a
-    /// large cluster pinging one node in the same period.
-    pub suspect_probers: usize,
+    /// another node (each does so with probability `suspect_probers / N`), so that a large
+    /// cluster does not ping one node from every member in the same period. `None` (the
+    /// default): every member that hears of a suspicion probes the suspect first, which
+    /// clears a live suspect fastest and, in the measurements so far, raises fewer false
+    /// declarations when the machine is overloaded.
+    pub suspect_probers: Option<usize>,
     /// Time between gossip rounds, when updates are pending.
     pub gossip_interval: Duration,
     /// Members each gossip round (and each immediate push of a new update) goes to.
@@ -154,7 +156,7 @@ impl NodeConfig {
             suspicion_max_mult: 6,
             retransmit_mult: 4,
             broadcast_depth: 64,
-            suspect_probers: 4,
+            suspect_probers: None,
             gossip_interval: p / gossip_div,
             gossip_fanout: 3,
             push_pull_interval: p * 15,

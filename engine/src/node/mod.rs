@@ -1533,9 +1533,15 @@ impl Node {
         // members failed at once. Failed probes of several dead members raise the score,
         // and stretching suspicions by it would let those suspicions outlive the bound.
         let deadline = now + timeout;
-        // About `suspect_probers` of the members that hear of it probe the suspect first.
-        let share = self.config.suspect_probers as f64 / self.table.live_count().max(1) as f64;
-        if accuser != self.config.id && self.rng.random::<f64>() < share {
+        // Every member that hears of it, or about `suspect_probers` of them, probe the
+        // suspect first.
+        let first = match self.config.suspect_probers {
+            None => true,
+            Some(k) => {
+                self.rng.random::<f64>() * (self.table.live_count().max(1) as f64) < k as f64
+            }
+        };
+        if accuser != self.config.id && first {
             self.suspects_to_probe.push_back(id);
         }
         self.suspicions.insert(
