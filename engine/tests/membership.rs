@@ -9,7 +9,7 @@ use hearsay::codec::{MemberUpdate, Message, Status};
 use hearsay::detector::suspicion_timeout;
 use hearsay::node::{Command, Event, Node, NodeConfig, PlacementConfig, Preset};
 use hearsay::placement::{NodeId, Scheme};
-use hearsay::sim::{Check, LinkConfig, Sim, SimConfig};
+use hearsay::sim::{Check, Latency, LinkConfig, Sim, SimConfig};
 
 mod wire;
 use wire::frame;
@@ -653,4 +653,33 @@ fn a_suspect_is_probed_first_by_a_few_members_not_by_everyone() {
         few < n as u64 / 2,
         "{few} pings to the suspect in 4 periods"
     );
+}
+
+/// Acks that take more than half the probe timeout raise the local health score, so a
+/// slow machine stretches its probing before its delays become false suspicions; the
+/// score falls again once acks are quick.
+#[test]
+fn slow_acks_raise_local_health_and_quick_ones_lower_it() {
+    let n = 20;
+    let mut sim = cluster(n, 31, false);
+    converge(&mut sim, n, 30);
+    let slow_acks =
+        |sim: &Sim<Node>| -> u64 { sim.nodes().map(|(_, x)| x.stats().slow_acks).sum() };
+    assert_eq!(slow_acks(&sim), 0, "acks on 1 ms links counted as slow");
+    assert!(sim.nodes().all(|(_, x)| x.local_health() == 0));
+    // 150 ms each way: every ack takes 300 ms, more than half the 500 ms timeout but
+    // within it.
+    sim.set_default_link(LinkConfig::new(Latency::Constant(Duration::from_millis(
+        150,
+    ))))
+    .unwrap();
+    sim.run_for(period() * 20);
+    assert!(slow_acks(&sim) > 0);
+    let raised = sim.nodes().filter(|(_, x)| x.local_health() >= 2).count();
+    assert!(raised == n, "{raised} of {n} nodes raised their score");
+    assert_eq!(declared_dead(&sim), 0);
+    sim.set_default_link(LinkConfig::default()).unwrap();
+    sim.run_for(period() * 60);
+    let healthy = sim.nodes().filter(|(_, x)| x.local_health() == 0).count();
+    assert_eq!(healthy, n, "{healthy} of {n} nodes back to a score of 0");
 }

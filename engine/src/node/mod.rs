@@ -161,6 +161,9 @@ pub struct NodeStats {
     pub probes: u64,
     /// Probes that failed (no ack, direct or indirect).
     pub probe_failures: u64,
+    /// Probes answered, but after more than half the probe timeout (each raises the local
+    /// health score).
+    pub slow_acks: u64,
     /// Indirect probe requests sent.
     pub indirect_probes: u64,
     /// Probes abandoned because this node missed its own deadline (stalled).
@@ -388,7 +391,10 @@ enum Intent {
 struct Probe {
     target: NodeId,
     seq: u64,
-    acked: bool,
+    /// When the ping went out.
+    sent: Instant,
+    /// How long the first ack took, direct or relayed.
+    acked: Option<Duration>,
     /// When to ask others to probe (if still unacked).
     indirect_at: Option<Instant>,
     nacks_expected: u32,
@@ -980,7 +986,7 @@ impl Node {
                     target: r.target,
                 });
             }
-            Message::Ack(a) => self.handle_ack(a.seq),
+            Message::Ack(a) => self.handle_ack(now, a.seq),
             Message::Nack(n) => {
                 if let Some(p) = self.probe.as_mut().filter(|p| p.seq == n.seq) {
                     p.nacks += 1;
@@ -1034,9 +1040,11 @@ impl Node {
         }
     }
 
-    fn handle_ack(&mut self, seq: u64) {
+    fn handle_ack(&mut self, now: Instant, seq: u64) {
         if let Some(p) = self.probe.as_mut().filter(|p| p.seq == seq) {
-            p.acked = true;
+            if p.acked.is_none() {
+                p.acked = Some(now.saturating_duration_since(p.sent));
+            }
             p.indirect_at = None;
             return;
         }
@@ -1394,8 +1402,18 @@ impl Node {
             self.probe = None;
         }
         if let Some(p) = self.probe.take() {
-            if p.acked {
-                self.health.improve();
+            if let Some(rtt) = p.acked {
+                // An answer that took more than half the (unscaled) timeout means this
+                // node, its target or the path between is slow. Lifeguard raises the score
+                // only when probes fail; raising it already when they come close lets a
+                // saturated machine stretch its timing before its delays turn into false
+                // suspicions.
+                if rtt > self.config.probe_timeout / 2 {
+                    self.stats.slow_acks += 1;
+                    self.health.degrade(1);
+                } else {
+                    self.health.improve();
+                }
             } else {
                 self.stats.probe_failures += 1;
                 self.health.degrade(1);
@@ -1447,7 +1465,8 @@ impl Node {
         self.probe = Some(Probe {
             target,
             seq,
-            acked: false,
+            sent: now,
+            acked: None,
             indirect_at: Some(now + self.health.scale(self.config.probe_timeout)),
             nacks_expected: 0,
             nacks: 0,
@@ -1462,7 +1481,7 @@ impl Node {
     fn probe_indirectly(&mut self, now: Instant) {
         let Some(p) = self.probe.as_mut() else { return };
         p.indirect_at = None;
-        if p.acked {
+        if p.acked.is_some() {
             return;
         }
         let (target, seq) = (p.target, p.seq);

@@ -266,6 +266,11 @@ pub(crate) fn render(s: &Snapshot) -> String {
         st.probe_failures,
     );
     o.counter(
+        "hearsay_slow_acks_total",
+        "Probes answered after more than half the probe timeout.",
+        st.slow_acks,
+    );
+    o.counter(
         "hearsay_indirect_probes_total",
         "Indirect probe requests sent.",
         st.indirect_probes,
