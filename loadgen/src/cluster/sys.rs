@@ -7,6 +7,17 @@ use anyhow::{bail, Result};
 /// report files.
 const SPARE_FILES: u64 = 256;
 
+/// Lower the calling thread's scheduling priority as far as it goes (nice 19), so that it
+/// runs on what the other threads leave. Best effort: a refusal leaves it as it was.
+pub(crate) fn lowest_priority() {
+    // SAFETY: gettid has no preconditions; setpriority with PRIO_PROCESS and a thread id
+    // changes that thread's nice value only, and takes no pointers.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+    }
+}
+
 /// Raise the open-file soft limit to what `nodes` sockets need, as far as the hard limit
 /// allows; fail at once, naming the fix, when the hard limit is too low.
 pub(crate) fn raise_open_files(nodes: usize) -> Result<()> {
