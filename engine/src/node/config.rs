@@ -80,10 +80,10 @@ pub struct NodeConfig {
     pub broadcast_depth: usize,
     /// Members that, on average, probe a suspect first when they hear of its suspicion from
     /// another node (each does so with probability `suspect_probers / N`), so that a large
-    /// cluster does not ping one node from every member in the same period. `None` (the
-    /// default): every member that hears of a suspicion probes the suspect first, which
-    /// clears a live suspect fastest and, in the measurements so far, raises fewer false
-    /// declarations when the machine is overloaded.
+    /// cluster does not ping one node from every member in the same period. `None`: every
+    /// member that hears of a suspicion probes the suspect first. Default `Some(4)`: with
+    /// every member probing, 1000 real nodes took 63–78 s to declare a 1% failure
+    /// everywhere, against 16–18 s with four (`engine/ALGORITHM.md` §7.3).
     pub suspect_probers: Option<usize>,
     /// Time between gossip rounds, when updates are pending.
     pub gossip_interval: Duration,
@@ -156,7 +156,7 @@ impl NodeConfig {
             suspicion_max_mult: 6,
             retransmit_mult: 4,
             broadcast_depth: 64,
-            suspect_probers: None,
+            suspect_probers: Some(4),
             gossip_interval: p / gossip_div,
             gossip_fanout: 3,
             push_pull_interval: p * 15,

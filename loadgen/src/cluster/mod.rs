@@ -13,7 +13,7 @@ mod sys;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -142,6 +142,10 @@ pub(crate) struct RunArgs {
     /// Added one-way delay: `none`, `MS`, `uniform:MIN_MS:MAX_MS` or `lognormal:MEDIAN_MS:SIGMA`.
     #[arg(long, default_value = "none", value_parser = parse_delay)]
     pub(crate) delay: DelayArg,
+    /// Members that probe a suspect first when they hear of its suspicion (about K of
+    /// them, each with probability K/N; `all`: every member that hears of it).
+    #[arg(long, value_name = "K|all", default_value = "4", value_parser = parse_probers)]
+    pub(crate) suspect_probers: Probers,
     /// Reader threads calling `lookup` during the kill and churn steps.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=64))]
     pub(crate) readers: u64,
@@ -281,6 +285,70 @@ pub(crate) struct Usage {
     pub(crate) send_errors: u64,
     /// Times a socket's receive paused because every receive buffer was in use.
     pub(crate) recv_buffers_exhausted: u64,
+    /// Messages the nodes wrote, by message type (types with none are left out); a
+    /// datagram carries several, so these add up to more than `datagrams_per_node_s`.
+    pub(crate) messages: Vec<MessageRate>,
+}
+
+/// One message type's share of a step's traffic.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct MessageRate {
+    #[serde(rename = "type")]
+    pub(crate) kind: &'static str,
+    pub(crate) per_node_s: f64,
+    pub(crate) bytes_per_node_s: f64,
+}
+
+/// Messages and bytes every node has written so far, by type, summed over the nodes.
+/// Each node adds its own counts on its shard's thread; a node that was restarted counts
+/// from its restart.
+fn message_totals(c: &Cluster) -> Vec<(&'static str, u64, u64)> {
+    let names: Vec<&'static str> = hearsay::node::MessageCounts::default()
+        .iter()
+        .map(|(name, _, _)| name)
+        .collect();
+    let totals: Arc<Vec<(AtomicU64, AtomicU64)>> = Arc::new(
+        names
+            .iter()
+            .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+            .collect(),
+    );
+    let (tx, rx) = mpsc::channel();
+    let mut asked = 0;
+    for i in 0..c.ids.len() {
+        let totals = Arc::clone(&totals);
+        let tx = tx.clone();
+        let cmd = HostCmd::Inspect(Box::new(move |n| {
+            for (slot, (_, m, b)) in totals.iter().zip(n.stats().messages_out.iter()) {
+                slot.0.fetch_add(m, Ordering::Relaxed);
+                slot.1.fetch_add(b, Ordering::Relaxed);
+            }
+            let _ = tx.send(());
+        }));
+        if c.send(i, cmd).is_ok() {
+            asked += 1;
+        }
+    }
+    drop(tx);
+    // Crashed nodes do not answer (their closure is dropped, closing its sender).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for _ in 0..asked {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if rx.recv_timeout(left).is_err() {
+            break;
+        }
+    }
+    names
+        .into_iter()
+        .zip(totals.iter())
+        .map(|(name, t)| {
+            (
+                name,
+                t.0.load(Ordering::Relaxed),
+                t.1.load(Ordering::Relaxed),
+            )
+        })
+        .collect()
 }
 
 /// What one step measured.
@@ -470,6 +538,7 @@ struct Meter {
     bytes: u64,
     cpu: f64,
     drops: u64,
+    messages: Vec<(&'static str, u64, u64)>,
 }
 
 impl Meter {
@@ -482,6 +551,7 @@ impl Meter {
             bytes: s.bytes_out,
             cpu: sys::cpu_seconds(),
             drops: sys::udp_receive_errors(),
+            messages: message_totals(c),
         }
     }
 
@@ -490,6 +560,18 @@ impl Meter {
         let secs = self.at.elapsed().as_secs_f64().max(1e-9);
         let n = c.live_indices().len().max(1) as f64;
         let cpu = sys::cpu_seconds() - self.cpu;
+        let messages = message_totals(c)
+            .into_iter()
+            .zip(&self.messages)
+            .filter_map(|((kind, m1, b1), &(_, m0, b0))| {
+                let m = m1.saturating_sub(m0);
+                (m > 0).then(|| MessageRate {
+                    kind,
+                    per_node_s: m as f64 / n / secs,
+                    bytes_per_node_s: b1.saturating_sub(b0) as f64 / n / secs,
+                })
+            })
+            .collect();
         Usage {
             seconds: secs,
             datagrams_per_node_s: (s.datagrams_out - self.datagrams) as f64 / n / secs,
@@ -502,8 +584,22 @@ impl Meter {
             recv_buffers_exhausted: s
                 .recv_buffers_exhausted
                 .saturating_sub(self.start.recv_buffers_exhausted),
+            messages,
         }
     }
+}
+
+/// `--suspect-probers`: `None` for every member.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Probers(Option<usize>);
+
+fn parse_probers(s: &str) -> Result<Probers, String> {
+    if s == "all" {
+        return Ok(Probers(None));
+    }
+    s.parse()
+        .map(|k| Probers(Some(k)))
+        .map_err(|_| format!("`{s}` is neither a number of members nor `all`"))
 }
 
 /// Reader threads calling `lookup` on a router until stopped. They run at the lowest
@@ -649,6 +745,7 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
         args.scenario
     );
 
+    let suspect_probers = args.suspect_probers;
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let obs = Arc::clone(&obs);
@@ -659,6 +756,7 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
                 let mut c = NodeConfig::new(preset, addr, CLUSTER);
                 c.id = NodeId(i as u64 + 1);
                 c.rng_seed = splitmix(seed ^ (i as u64));
+                c.suspect_probers = suspect_probers.0;
                 if i < OBSERVERS {
                     c.placement = Some(PlacementConfig { scheme, seed });
                 }

@@ -126,6 +126,18 @@ pub(crate) fn step_line(r: &StepRecord, period: Duration) -> String {
         r.usage.send_errors,
         r.usage.recv_buffers_exhausted
     );
+    let mut top: Vec<_> = r.usage.messages.iter().collect();
+    top.sort_by(|a, b| b.bytes_per_node_s.total_cmp(&a.bytes_per_node_s));
+    for (i, m) in top.iter().take(3).enumerate() {
+        let _ = write!(
+            s,
+            "{} {} {:.1}/node/s ({:.0} B)",
+            if i == 0 { "; most bytes:" } else { "," },
+            m.kind,
+            m.per_node_s,
+            m.bytes_per_node_s
+        );
+    }
     s
 }
 
@@ -177,6 +189,69 @@ fn rows(rec: &RunRecord) -> Vec<[String; 16]> {
             ]
         })
         .collect()
+}
+
+/// Message types any step sent, in type order.
+fn message_kinds(rec: &RunRecord) -> Vec<&'static str> {
+    let mut kinds: Vec<&'static str> = Vec::new();
+    for m in rec.steps.iter().flat_map(|r| &r.usage.messages) {
+        if !kinds.contains(&m.kind) {
+            kinds.push(m.kind);
+        }
+    }
+    let order: Vec<&'static str> = hearsay::node::MessageCounts::default()
+        .iter()
+        .map(|(name, _, _)| name)
+        .collect();
+    kinds.sort_by_key(|k| order.iter().position(|o| o == k));
+    kinds
+}
+
+/// Markdown tables of messages and bytes per node per second, a row per step and a column
+/// per message type.
+fn render_messages(rec: &RunRecord) -> String {
+    let kinds = message_kinds(rec);
+    let mut out = String::new();
+    if kinds.is_empty() {
+        return out;
+    }
+    for (title, bytes) in [
+        ("Messages sent per node per second, by type", false),
+        ("Bytes of those messages per node per second, by type", true),
+    ] {
+        let _ = writeln!(out, "\n{title}:\n");
+        let _ = writeln!(out, "| step | {} |", kinds.join(" | "));
+        let _ = writeln!(
+            out,
+            "|---|{}",
+            kinds.iter().map(|_| "--:|").collect::<String>()
+        );
+        for r in &rec.steps {
+            let cells: Vec<String> = kinds
+                .iter()
+                .map(|k| {
+                    r.usage
+                        .messages
+                        .iter()
+                        .find(|m| m.kind == *k)
+                        .map_or("0".into(), |m| {
+                            if bytes {
+                                format!("{:.0}", m.bytes_per_node_s)
+                            } else {
+                                format!("{:.2}", m.per_node_s)
+                            }
+                        })
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} |",
+                format!("{:?}", r.step).to_lowercase(),
+                cells.join(" | ")
+            );
+        }
+    }
+    out
 }
 
 fn lookups_lines(rec: &RunRecord) -> Vec<String> {
@@ -270,6 +345,7 @@ fn render_markdown(rec: &RunRecord) -> String {
     for l in lookups_lines(rec) {
         let _ = writeln!(out, "- {l}");
     }
+    out.push_str(&render_messages(rec));
     let _ = writeln!(
         out,
         "\nTimes are from the event (goal set, command sent) until each live node's own view \
@@ -277,7 +353,8 @@ fn render_markdown(rec: &RunRecord) -> String {
          node's time by the probe interval; \"views\" counts distinct view hashes among live \
          nodes when the step ended (1: every node has the same view); B/node/s and \
          datagrams/node/s are sent traffic over the step's wall time; CPU % is the whole \
-         process over all cores."
+         process over all cores. The message tables count what the nodes wrote (a datagram \
+         carries several messages; frame headers are in no type's bytes)."
     );
     out
 }
