@@ -1416,11 +1416,16 @@ impl Node {
                 }
             } else {
                 self.stats.probe_failures += 1;
-                self.health.degrade(1);
-                if p.nacks < p.nacks_expected {
-                    // Relays that did not even nack: this node's own links or CPU may be
-                    // the problem (Lifeguard).
+                // Lifeguard's rule: each relay that did not even nack suggests this node's
+                // own links or CPU are the problem; relays that all nacked say the target
+                // is gone, which is no fault of this node's. (Raising the score on every
+                // failed probe made a 1% failure stretch every prober's period, and the
+                // probes that would find the other victims waited.)
+                if p.nacks_expected == 0 {
                     self.health.degrade(1);
+                } else {
+                    self.health
+                        .degrade(p.nacks_expected.saturating_sub(p.nacks));
                 }
                 self.suspect(now, p.target);
             }
