@@ -83,7 +83,8 @@ pub struct NodeConfig {
     /// cluster does not ping one node from every member in the same period. `None`: every
     /// member that hears of a suspicion probes the suspect first. Default `Some(4)`: with
     /// every member probing, 1000 real nodes took 63–78 s to declare a 1% failure
-    /// everywhere, against 16–18 s with four (`engine/ALGORITHM.md` §7.3).
+    /// everywhere, against 16–18 s with four, when every failed probe still raised the
+    /// local health score (`engine/ALGORITHM.md` §7.3).
     pub suspect_probers: Option<usize>,
     /// Time between gossip rounds, when updates are pending.
     pub gossip_interval: Duration,

@@ -1554,8 +1554,9 @@ impl Node {
         );
         // The local health score stretches this node's probe timing, not suspicion
         // timeouts (as in Lifeguard): a suspect is declared within the bound however many
-        // members failed at once. Failed probes of several dead members raise the score,
-        // and stretching suspicions by it would let those suspicions outlive the bound.
+        // members failed at once. Failed probes of several dead members can raise the
+        // score, and stretching suspicions by it would let those suspicions outlive the
+        // bound.
         let deadline = now + timeout;
         // Every member that hears of it, or about `suspect_probers` of them, probe the
         // suspect first.

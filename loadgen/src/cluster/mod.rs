@@ -13,7 +13,7 @@ mod sys;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -299,56 +299,39 @@ pub(crate) struct MessageRate {
     pub(crate) bytes_per_node_s: f64,
 }
 
-/// Messages and bytes every node has written so far, by type, summed over the nodes.
-/// Each node adds its own counts on its shard's thread; a node that was restarted counts
-/// from its restart.
-fn message_totals(c: &Cluster) -> Vec<(&'static str, u64, u64)> {
-    let names: Vec<&'static str> = hearsay::node::MessageCounts::default()
+/// Message type names in type order (`"ping"`, …, `"unknown"`).
+pub(crate) fn message_names() -> Vec<&'static str> {
+    hearsay::node::MessageCounts::default()
         .iter()
         .map(|(name, _, _)| name)
-        .collect();
-    let totals: Arc<Vec<(AtomicU64, AtomicU64)>> = Arc::new(
-        names
-            .iter()
-            .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
-            .collect(),
-    );
+        .collect()
+}
+
+/// Messages and bytes every node has written so far, by type, summed over the nodes.
+/// Each node sends its counts from its shard's thread; a crashed node's closure is dropped
+/// unanswered, and a restarted node counts from its restart.
+fn message_totals(c: &Cluster) -> Vec<(&'static str, u64, u64)> {
     let (tx, rx) = mpsc::channel();
-    let mut asked = 0;
     for i in 0..c.ids.len() {
-        let totals = Arc::clone(&totals);
         let tx = tx.clone();
         let cmd = HostCmd::Inspect(Box::new(move |n| {
-            for (slot, (_, m, b)) in totals.iter().zip(n.stats().messages_out.iter()) {
-                slot.0.fetch_add(m, Ordering::Relaxed);
-                slot.1.fetch_add(b, Ordering::Relaxed);
-            }
-            let _ = tx.send(());
+            let _ = tx.send(n.stats().messages_out);
         }));
-        if c.send(i, cmd).is_ok() {
-            asked += 1;
-        }
+        // A node the runtime no longer hosts has nothing to add.
+        let _ = c.send(i, cmd);
     }
     drop(tx);
-    // Crashed nodes do not answer (their closure is dropped, closing its sender).
+    let mut totals: Vec<(&'static str, u64, u64)> =
+        message_names().into_iter().map(|k| (k, 0, 0)).collect();
+    // Ends once every closure has run or been dropped (all senders gone).
     let deadline = Instant::now() + Duration::from_secs(30);
-    for _ in 0..asked {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if rx.recv_timeout(left).is_err() {
-            break;
+    while let Ok(counts) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        for (t, (_, m, b)) in totals.iter_mut().zip(counts.iter()) {
+            t.1 += m;
+            t.2 += b;
         }
     }
-    names
-        .into_iter()
-        .zip(totals.iter())
-        .map(|(name, t)| {
-            (
-                name,
-                t.0.load(Ordering::Relaxed),
-                t.1.load(Ordering::Relaxed),
-            )
-        })
-        .collect()
+    totals
 }
 
 /// What one step measured.

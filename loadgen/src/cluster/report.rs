@@ -193,18 +193,14 @@ fn rows(rec: &RunRecord) -> Vec<[String; 16]> {
 
 /// Message types any step sent, in type order.
 fn message_kinds(rec: &RunRecord) -> Vec<&'static str> {
-    let mut kinds: Vec<&'static str> = Vec::new();
-    for m in rec.steps.iter().flat_map(|r| &r.usage.messages) {
-        if !kinds.contains(&m.kind) {
-            kinds.push(m.kind);
-        }
-    }
-    let order: Vec<&'static str> = hearsay::node::MessageCounts::default()
-        .iter()
-        .map(|(name, _, _)| name)
-        .collect();
-    kinds.sort_by_key(|k| order.iter().position(|o| o == k));
-    kinds
+    super::message_names()
+        .into_iter()
+        .filter(|k| {
+            rec.steps
+                .iter()
+                .any(|r| r.usage.messages.iter().any(|m| m.kind == *k))
+        })
+        .collect()
 }
 
 /// Markdown tables of messages and bytes per node per second, a row per step and a column
