@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Markdown tables of criterion medians from target/criterion/**/new/estimates.json.
 
-Usage: criterion-table.py [CRITERION_DIR [GROUP_PREFIX ...]]; with prefixes, only the
-groups whose names start with one of them. One table per benchmark group: rows are the
+Usage: criterion-table.py [--json] [CRITERION_DIR [GROUP_PREFIX ...]]; with prefixes, only
+the groups whose names start with one of them. With --json it prints one record per
+benchmark instead (group, function, parameter, median and its confidence bounds in ns per
+iteration, and the throughput per iteration criterion was given), for scripts/bench-report.py. One table per benchmark group: rows are the
 benchmark functions (schemes and peers), columns the parameters (N). With a throughput of
 elements set on a `lookup/...` group, the cell is the median time per element (per lookup);
 everywhere else it is the median time per iteration (e.g. one whole build).
@@ -21,11 +23,9 @@ def fmt_ns(ns):
     return f"{ns:.1f} ns"
 
 
-def main():
-    root = sys.argv[1] if len(sys.argv) > 1 else "target/criterion"
-    prefixes = tuple(sys.argv[2:])
-    tables = defaultdict(lambda: defaultdict(dict))
-    params_of = defaultdict(list)
+def records(root, prefixes):
+    """Every benchmark under `root` whose group starts with one of `prefixes` (or all)."""
+    out = []
     for dirpath, _, files in os.walk(root):
         if not dirpath.endswith(os.sep + "new") or "estimates.json" not in files:
             continue
@@ -33,19 +33,46 @@ def main():
             bench = json.load(f)
         with open(os.path.join(dirpath, "estimates.json")) as f:
             est = json.load(f)
-        median = est["median"]["point_estimate"]
-        tp = bench.get("throughput") or {}
-        per = tp.get("Elements") or tp.get("Bytes")
-        group = bench["group_id"]
-        if prefixes and not group.startswith(prefixes):
+        if prefixes and not bench["group_id"].startswith(prefixes):
             continue
+        median = est["median"]
+        tp = bench.get("throughput") or {}
+        out.append(
+            {
+                "group": bench["group_id"],
+                "function": bench.get("function_id") or "",
+                "parameter": bench.get("value_str") or "",
+                "median_ns": median["point_estimate"],
+                "low_ns": median["confidence_interval"]["lower_bound"],
+                "high_ns": median["confidence_interval"]["upper_bound"],
+                "elements": tp.get("Elements"),
+                "bytes": tp.get("Bytes"),
+            }
+        )
+    out.sort(key=lambda r: (r["group"], r["function"], len(r["parameter"]), r["parameter"]))
+    return out
+
+
+def main():
+    args = sys.argv[1:]
+    as_json = "--json" in args
+    args = [a for a in args if a != "--json"]
+    root = args[0] if args else "target/criterion"
+    prefixes = tuple(args[1:])
+    if as_json:
+        json.dump(records(root, prefixes), sys.stdout, indent=1)
+        print()
+        return
+    tables = defaultdict(lambda: defaultdict(dict))
+    params_of = defaultdict(list)
+    for r in records(root, prefixes):
+        group, median = r["group"], r["median_ns"]
+        per = r["elements"] or r["bytes"]
         if per and group.startswith("lookup"):
             median /= per
-        func = bench.get("function_id") or ""
-        param = bench.get("value_str") or ""
-        tables[group][func][param] = median
-        if param not in params_of[group]:
-            params_of[group].append(param)
+        tables[group][r["function"]][r["parameter"]] = median
+        if r["parameter"] not in params_of[group]:
+            params_of[group].append(r["parameter"])
     for group in sorted(tables):
         params = sorted(params_of[group], key=lambda p: (len(p), p))
         print(f"### {group}\n")
