@@ -5,7 +5,8 @@
 //! scenarios (cold start, rumour, CRDT write, failures, churn, partition, placement),
 //! measuring convergence from the nodes' own views, traffic, CPU, memory and lookup latency:
 //! `loadgen --nodes 5000` is the project's main job. Subcommands run the placement report
-//! alone, membership on the deterministic simulator, and the CRDT repair measurement.
+//! alone, membership on the deterministic simulator, the CRDT repair measurement, and peer
+//! membership libraries (chitchat, foca) on loopback through the same cold start and kill.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +16,7 @@ use hearsay::placement::Scheme;
 
 mod cluster;
 mod crdtrepair;
+mod peers;
 mod placement;
 mod simrun;
 
@@ -42,6 +44,9 @@ enum Command {
     Sim(SimArgs),
     /// Measure the bytes of CRDT anti-entropy that repair a replica 1%, 10% and 100% behind.
     CrdtRepair(CrdtRepairArgs),
+    /// Host N instances of a peer membership library (chitchat, foca) on loopback and measure
+    /// cold start and failure detection the same way.
+    Peer(peers::PeerArgs),
 }
 
 /// Flags of the CRDT repair measurement.
@@ -177,6 +182,23 @@ fn command_line() -> String {
         .join(" ")
 }
 
+/// A clap error on one line: its first paragraph (a missing argument's names are on the
+/// lines after the first), without the usage block and the help hint.
+fn one_line(rendered: &str) -> String {
+    let text = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let text = text.trim_start_matches("error: ");
+    if text.is_empty() {
+        "invalid arguments".into()
+    } else {
+        text.to_string()
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -186,10 +208,7 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            // One line: the error itself, without clap's usage block.
-            let rendered = e.render().to_string();
-            let line = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("loadgen: {}", line.trim_start_matches("error: "));
+            eprintln!("loadgen: {}", one_line(&e.render().to_string()));
             return ExitCode::from(2);
         }
     };
@@ -197,6 +216,7 @@ fn main() -> ExitCode {
         Some(Command::Placement(args)) => placement::run(&args),
         Some(Command::Sim(args)) => simrun::run(&args),
         Some(Command::CrdtRepair(args)) => crdtrepair::run(&args),
+        Some(Command::Peer(args)) => peers::run(&args),
         Some(Command::Run(args)) => cluster::run(&args, command_line()),
         None => cluster::run(&cli.run, command_line()),
     };
@@ -206,5 +226,25 @@ fn main() -> ExitCode {
             eprintln!("loadgen: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{one_line, Cli};
+    use clap::Parser;
+
+    #[test]
+    fn command_line_errors_fit_on_one_line_and_name_what_is_wrong() {
+        let e = Cli::try_parse_from(["loadgen", "peer", "--nodes", "10"]).unwrap_err();
+        let line = one_line(&e.render().to_string());
+        assert!(line.contains("--impl"), "{line}");
+        assert!(!line.contains('\n') && !line.contains("Usage"), "{line}");
+        let e = Cli::try_parse_from(["loadgen", "--nodes", "zero"]).unwrap_err();
+        let line = one_line(&e.render().to_string());
+        assert!(
+            line.contains("zero") && !line.starts_with("error"),
+            "{line}"
+        );
     }
 }

@@ -8,7 +8,7 @@
 
 mod host;
 mod report;
-mod sys;
+pub(crate) mod sys;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -120,8 +120,8 @@ pub(crate) struct RunArgs {
     /// Periods over which the cold start's joins are spread, in random order (0: all at once).
     #[arg(long, default_value_t = 1.0, value_parser = parse_window)]
     pub(crate) join_window: f64,
-    /// Receive buffer of every socket in bytes, capped by net.core.rmem_max (default: the
-    /// system's default).
+    /// Receive buffer of every socket in bytes, capped by net.core.rmem_max (default:
+    /// 4 MiB, or rmem_max where that is lower).
     #[arg(long, value_parser = clap::value_parser!(u64).range(4096..=(1 << 30)))]
     pub(crate) socket_buffer: Option<u64>,
     /// Periods the partition lasts before it heals.
@@ -675,6 +675,22 @@ fn read_loop(router: &Router, stop: &AtomicBool, seed: u64) -> (Histogram<u64>, 
     (h, versions)
 }
 
+/// Receive buffer asked for every socket unless `--socket-buffer` says otherwise: a few
+/// seconds of a node's datagrams when its shard falls behind (a 1400-byte datagram takes
+/// about 2.3 KiB of buffer), so that a busy shard delays datagrams instead of the kernel
+/// dropping them. Capped by `net.core.rmem_max`.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Provided receive buffers per shard: eight per node on the shard, between 4096 and the
+/// runtime's 32 768, so that one wait's worth of datagrams from thousands of sockets does
+/// not run the ring dry (each time it does, the emptied sockets' receives pause until
+/// re-armed).
+fn recv_buffers(nodes: usize, shards: usize) -> usize {
+    (nodes.div_ceil(shards.max(1)) * 8)
+        .next_power_of_two()
+        .clamp(4096, 32_768)
+}
+
 /// SplitMix64's finaliser: distinct, well-mixed seeds for consecutive node indices.
 fn splitmix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -702,6 +718,8 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
         delay: args.delay.0,
     };
     let obs = Arc::new(Observatory::new(n, faults));
+    let want = args.socket_buffer.map_or(SOCKET_BUFFER, |b| b as usize);
+    let socket_buffer = sys::socket_buffer(want);
     let mut rt_config = RuntimeConfig {
         backend: match (args.transport, args.backend) {
             (Transport::Mem, _) => BackendChoice::Memory,
@@ -709,13 +727,13 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
             (Transport::Udp, BackendArg::IoUring) => BackendChoice::IoUring,
             (Transport::Udp, BackendArg::Portable) => BackendChoice::Portable,
         },
-        recv_buffers: 4096,
-        socket_recv_buffer: args.socket_buffer.map(|b| sys::socket_buffer(b as usize)),
+        socket_recv_buffer: Some(socket_buffer),
         ..RuntimeConfig::default()
     };
     if let Some(s) = args.shards {
         rt_config.shards = s as usize;
     }
+    rt_config.recv_buffers = recv_buffers(n, rt_config.shards);
     let shards = rt_config.shards;
     let rt: Runtime<Host> = Runtime::start(rt_config).context("starting the runtime")?;
     let backend = rt.backend().to_string();
@@ -727,6 +745,14 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
         period.as_millis(),
         args.scenario
     );
+    if args.transport == Transport::Udp && socket_buffer < want {
+        eprintln!(
+            "  socket receive buffers: {} KiB, capped by net.core.rmem_max (asked for {} KiB; \
+             raise it with `sysctl -w net.core.rmem_max={want}` for fewer drops under load)",
+            socket_buffer / 1024,
+            want / 1024
+        );
+    }
 
     let suspect_probers = args.suspect_probers;
     let mut ids = Vec::with_capacity(n);
@@ -1032,4 +1058,19 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
     c.rt.shutdown().context("stopping the runtime")?;
     report::emit(&record, args)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recv_buffers;
+
+    #[test]
+    fn receive_buffers_grow_with_the_nodes_per_shard_within_the_runtime_limits() {
+        assert_eq!(recv_buffers(100, 2), 4096);
+        assert_eq!(recv_buffers(1000, 2), 4096);
+        assert_eq!(recv_buffers(1000, 1), 8192);
+        assert_eq!(recv_buffers(5000, 2), 32_768);
+        assert_eq!(recv_buffers(50_000, 2), 32_768);
+        assert_eq!(recv_buffers(10, 0), 4096);
+    }
 }
