@@ -241,16 +241,18 @@ def plots(d, rows):
             return v / 1000 if v is not None and c.get("converged") == c.get("of") else None
         return get
 
+    left_out = "; runs that did not converge are left out"
     specs = [
-        ("cold-start.svg", "Cold start: last node to see all alive", "seconds", last_s("cold_start")),
-        ("detect.svg", "1% crash: last survivor to know all dead", "seconds", last_s("detect")),
+        ("cold-start.svg", "Cold start: last node to see all alive", "seconds",
+         last_s("cold_start"), left_out),
+        ("detect.svg", "1% crash: last survivor to know all dead", "seconds", last_s("detect"), left_out),
         ("steady-bytes.svg", "Steady state: bytes sent per node per second", "B/node/s",
-         lambda r: (r.get("bytes_per_node_s") or {}).get("steady")),
-        ("cpu.svg", "CPU seconds of the whole run (one process)", "CPU seconds", lambda r: r.get("cpu_s")),
+         lambda r: (r.get("bytes_per_node_s") or {}).get("steady"), ""),
+        ("cpu.svg", "CPU seconds of the whole run (one process)", "CPU seconds",
+         lambda r: r.get("cpu_s"), ""),
     ]
-    for name, title, ylabel, get in specs:
-        if svg_chart(os.path.join(d, name), title, ylabel, series(get),
-                     note="; runs that did not converge are left out"):
+    for name, title, ylabel, get, note in specs:
+        if svg_chart(os.path.join(d, name), title, ylabel, series(get), note=note):
             made.append((name, title))
     return made
 
@@ -377,7 +379,8 @@ def main():
     extra = [x for x in rows if x["impl"] == "hearsay"]
     if extra:
         r.append("Hearsay's false suspicions / false declarations over the three steps: "
-                 + "; ".join(f"N = {x['nodes']}: {x['false_suspicions']} / {x['false_declarations']}" for x in extra)
+                 + "; ".join(f"N = {x['nodes']}: {num(x['false_suspicions'])} / "
+                             f"{num(x['false_declarations'])}" for x in extra)
                  + ". Its runs' own reports (`loadgen-N.md`) have the per-step detail and the "
                  "messages per type.\n")
     build = read(os.path.join(d, "memberlist-build.txt")).strip()
@@ -402,7 +405,9 @@ def main():
     r.append("")
     r.append(f"## Simulator (`loadgen sim`, exact and seeded)\n")
     r.append(sim_table(sim))
-    placement = read(os.path.join(d, "placement.md"))
+    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+    placement = (read(os.path.join(d, "placement.md"))
+                 .replace(os.path.abspath(d) + "/", "").replace(repo + "/", ""))
     if placement:
         r.append("## Placement: hot-spot spread and keys moved (`loadgen placement`)\n")
         r.append(re.sub(r"^#+ .*\n", "", placement, count=1).replace("\n## ", "\n### "))
@@ -425,7 +430,8 @@ def main():
             r.append("One-way latency at a quarter of each transport's one-flow peak:\n")
             r.append("```\n" + "\n".join(lat) + "\n```\n")
     r.append("## Commands\n")
-    r.append("```sh\n" + read(os.path.join(d, "commands.txt")).replace("+ ", "") + "```\n")
+    commands = read(os.path.join(d, "commands.txt")).replace("+ ", "")
+    r.append("```sh\n" + commands.replace(os.path.abspath(d) + "/", "") + "```\n")
     with open(os.path.join(d, "report.md"), "w") as f:
         f.write("\n".join(r))
     publish(d, m, rows)
