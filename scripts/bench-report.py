@@ -16,6 +16,18 @@ import os
 import re
 import sys
 
+def _criterion_table():
+    """scripts/criterion-table.py as a module (its name is not an identifier)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "criterion-table.py")
+    spec = importlib.util.spec_from_file_location("criterion_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CRITERION_TABLE = _criterion_table()
 IMPLS = ["hearsay", "chitchat", "foca", "memberlist"]
 COLORS = {"hearsay": "#1b6ac9", "chitchat": "#d9480f", "foca": "#2b8a3e", "memberlist": "#7048e8"}
 START, END = "<!-- bench:headline -->", "<!-- /bench:headline -->"
@@ -260,13 +272,7 @@ def plots(d, rows):
 def criterion_tables(records, prefixes, per_element=False):
     from collections import defaultdict
 
-    def fmt(ns):
-        if ns >= 1e6:
-            return f"{ns / 1e6:.2f} ms"
-        if ns >= 1e3:
-            return f"{ns / 1e3:.2f} µs"
-        return f"{ns:.1f} ns"
-
+    fmt = CRITERION_TABLE.fmt_ns
     tables = defaultdict(lambda: defaultdict(dict))
     params = defaultdict(list)
     for r in records:

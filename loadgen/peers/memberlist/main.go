@@ -463,6 +463,7 @@ func numPtr(v float64, decimals int) *num {
 	return &r
 }
 
+// coldJSON is a step's convergence: how many instances converged, of how many, and when.
 type coldJSON struct {
 	Converged int  `json:"converged"`
 	Of        int  `json:"of"`
@@ -475,17 +476,10 @@ type coldJSON struct {
 	endedAt   time.Time
 }
 
+// detectJSON is the crash step's convergence, after the number of instances killed.
 type detectJSON struct {
-	Killed    int  `json:"killed"`
-	Converged int  `json:"converged"`
-	Of        int  `json:"of"`
-	FirstMS   *num `json:"first_ms"`
-	P50MS     *num `json:"p50_ms"`
-	P99MS     *num `json:"p99_ms"`
-	LastMS    *num `json:"last_ms"`
-	LimitS    num  `json:"limit_s"`
-	times     []float64
-	endedAt   time.Time
+	Killed int `json:"killed"`
+	coldJSON
 }
 
 type rates struct {
@@ -791,7 +785,7 @@ coldLoop:
 			survivors = append(survivors, in)
 		}
 	}
-	det := &detectJSON{Killed: k, Of: len(survivors), LimitS: num(h.opt.detectLimit)}
+	det := &detectJSON{Killed: k, coldJSON: coldJSON{Of: len(survivors), LimitS: num(h.opt.detectLimit)}}
 	h.res.Detect = det
 	for _, in := range survivors {
 		if !in.seesAll(victims) {
