@@ -115,13 +115,19 @@ fn parse_sim_nodes(s: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_probability(s: &str) -> Result<f64, String> {
+/// A number from the command line that `within` accepts; otherwise `expected` (e.g. "must
+/// be in [0, 1)") as the error. NaN is never accepted.
+fn parse_number(s: &str, within: impl Fn(f64) -> bool, expected: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if (0.0..1.0).contains(&v) {
+    if !v.is_nan() && within(v) {
         Ok(v)
     } else {
-        Err("must be in [0, 1)".into())
+        Err(expected.to_string())
     }
+}
+
+fn parse_probability(s: &str) -> Result<f64, String> {
+    crate::parse_number(s, |v| (0.0..1.0).contains(&v), "must be in [0, 1)")
 }
 
 /// Default seed of the placement report's key hash and key draws.
@@ -157,12 +163,11 @@ struct PlacementArgs {
 }
 
 fn parse_zipf(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if v.is_finite() && v > 0.0 && v <= 10.0 {
-        Ok(v)
-    } else {
-        Err("must be in (0, 10]".into())
-    }
+    crate::parse_number(
+        s,
+        |v| v.is_finite() && v > 0.0 && v <= 10.0,
+        "must be in (0, 10]",
+    )
 }
 
 /// The command line, for reports.

@@ -216,30 +216,27 @@ fn parse_delay(s: &str) -> Result<DelayArg, String> {
 }
 
 fn parse_window(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if v.is_finite() && (0.0..=100.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err("must be in 0..=100 periods".into())
-    }
+    crate::parse_number(
+        s,
+        |v| v.is_finite() && (0.0..=100.0).contains(&v),
+        "must be in 0..=100 periods",
+    )
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if v.is_finite() && v > 0.0 && v < 50.0 {
-        Ok(v)
-    } else {
-        Err("must be in (0, 50)".into())
-    }
+    crate::parse_number(
+        s,
+        |v| v.is_finite() && v > 0.0 && v < 50.0,
+        "must be in (0, 50)",
+    )
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if v.is_finite() && v > 0.0 && v <= 10_000.0 {
-        Ok(v)
-    } else {
-        Err("must be in (0, 10000]".into())
-    }
+    crate::parse_number(
+        s,
+        |v| v.is_finite() && v > 0.0 && v <= 10_000.0,
+        "must be in (0, 10000]",
+    )
 }
 
 /// Convergence of one measured event across the nodes.

@@ -85,30 +85,19 @@ pub(crate) struct PeerArgs {
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err("must be in [0, 1]".into())
-    }
+    crate::parse_number(s, |v| (0.0..=1.0).contains(&v), "must be in [0, 1]")
 }
 
 fn parse_periods(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if (0.0..=10_000.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err("must be in [0, 10000]".into())
-    }
+    crate::parse_number(
+        s,
+        |v| (0.0..=10_000.0).contains(&v),
+        "must be in [0, 10000]",
+    )
 }
 
 fn parse_limit(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
-    if v > 0.0 && v <= 86_400.0 {
-        Ok(v)
-    } else {
-        Err("must be in (0, 86400]".into())
-    }
+    crate::parse_number(s, |v| v > 0.0 && v <= 86_400.0, "must be in (0, 86400]")
 }
 
 /// Datagrams and payload bytes sent, summed over instances.
