@@ -629,33 +629,33 @@ impl Report {
             self.sample_ms
         )];
         lines.push(format!("  settings: {}", self.settings));
-        match &self.cold_start {
-            Some(c) => lines.push(format!(
-                "  cold start: {}/{} converged; first {}, p50 {}, p99 {}, last {} (limit {} s)",
-                c.spread.converged,
-                c.spread.of,
-                ms(c.spread.first_ms),
-                ms(c.spread.p50_ms),
-                ms(c.spread.p99_ms),
-                ms(c.spread.last_ms),
-                trim(c.limit_s, 3)
-            )),
-            None => lines.push("  cold start: not run".into()),
-        }
-        match &self.detect {
-            Some(d) => lines.push(format!(
-                "  detect: {} killed, {}/{} survivors detected; first {}, p50 {}, p99 {}, last {} (limit {} s)",
+        let spread = |s: &Spread, limit_s: f64, reached: &str| {
+            format!(
+                "{}/{} {reached}; first {}, p50 {}, p99 {}, last {} (limit {} s)",
+                s.converged,
+                s.of,
+                ms(s.first_ms),
+                ms(s.p50_ms),
+                ms(s.p99_ms),
+                ms(s.last_ms),
+                trim(limit_s, 3)
+            )
+        };
+        lines.push(match &self.cold_start {
+            Some(c) => format!(
+                "  cold start: {}",
+                spread(&c.spread, c.limit_s, "converged")
+            ),
+            None => "  cold start: not run".into(),
+        });
+        lines.push(match &self.detect {
+            Some(d) => format!(
+                "  detect: {} killed, {}",
                 d.killed,
-                d.spread.converged,
-                d.spread.of,
-                ms(d.spread.first_ms),
-                ms(d.spread.p50_ms),
-                ms(d.spread.p99_ms),
-                ms(d.spread.last_ms),
-                trim(d.limit_s, 3)
-            )),
-            None => lines.push("  detect: not run".into()),
-        }
+                spread(&d.spread, d.limit_s, "survivors detected")
+            ),
+            None => "  detect: not run".into(),
+        });
         let (b, d) = (&self.bytes_per_node_s, &self.datagrams_per_node_s);
         lines.push(format!(
             "  per node: cold start {} {}, steady {} {}, detect {} {}",
