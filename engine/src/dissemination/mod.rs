@@ -21,6 +21,9 @@ use crate::placement::NodeId;
 
 /// Updates that did not fit looked past before a datagram counts as full.
 const MAX_SKIPS: usize = 4;
+/// Records [`BroadcastQueue::take`] pops ahead of the one it offers, so that the entries
+/// they point at load at the same time rather than one miss after another.
+const LOOKAHEAD: usize = 16;
 
 /// The retransmission limit for a cluster of `n` members and multiplier `mult` (λ).
 pub fn retransmit_limit(n: usize, mult: u32) -> u32 {
@@ -66,6 +69,11 @@ pub trait QueueSlots {
     fn queued(&self, id: NodeId, hint: &mut u32) -> u64;
     /// Set the place of `id` (0: no longer queued).
     fn set_queued(&mut self, id: NodeId, hint: u32, place: u64);
+    /// Start loading what [`queued`](Self::queued) will read for `id` at `hint`, ahead of
+    /// the call. Only a hint to the hardware; the default does nothing.
+    fn prefetch(&self, id: NodeId, hint: u32) {
+        let _ = (id, hint);
+    }
 }
 
 impl QueueSlots for HashMap<NodeId, u64> {
@@ -176,24 +184,48 @@ impl BroadcastQueue {
         self.scratch.clear();
         let mut accepted = 0;
         let mut refused = 0;
-        while let Some(Reverse((p, id))) = self.heap.pop() {
-            let mut hint = hint_of(p);
-            if slots.queued(id, &mut hint) != p {
-                self.stale -= 1;
-                continue;
-            }
-            if write(slots, id, hint) {
-                // Accepted records stay ahead of the refused ones in `scratch`; they carry
-                // the fresh hint, the place itself is still `p`.
-                self.scratch.insert(accepted, (p, id, hint));
-                accepted += 1;
-            } else {
-                // A large update that does not fit must not block the smaller ones behind
-                // it for good; look a little further before giving up on this datagram.
-                self.scratch.push((p, id, hint));
-                refused += 1;
-                if refused > MAX_SKIPS {
+        // Records pop in batches, in heap order, and each batch's entries are prefetched
+        // before the first is offered; what is left of the last batch goes back unseen.
+        // The heap does not change while a batch is offered, so the order is exactly that
+        // of popping one record at a time.
+        let mut batch = [(0u64, NodeId(0)); LOOKAHEAD];
+        'fill: loop {
+            let mut n = 0;
+            while n < LOOKAHEAD {
+                let Some(Reverse((p, id))) = self.heap.pop() else {
                     break;
+                };
+                slots.prefetch(id, hint_of(p));
+                batch[n] = (p, id);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            for k in 0..n {
+                let (p, id) = batch[k];
+                let mut hint = hint_of(p);
+                if slots.queued(id, &mut hint) != p {
+                    self.stale -= 1;
+                    continue;
+                }
+                if write(slots, id, hint) {
+                    // Accepted records stay ahead of the refused ones in `scratch`; they
+                    // carry the fresh hint, the place itself is still `p`.
+                    self.scratch.insert(accepted, (p, id, hint));
+                    accepted += 1;
+                } else {
+                    // A large update that does not fit must not block the smaller ones
+                    // behind it for good; look a little further before giving up on this
+                    // datagram.
+                    self.scratch.push((p, id, hint));
+                    refused += 1;
+                    if refused > MAX_SKIPS {
+                        for &(p, id) in &batch[k + 1..n] {
+                            self.heap.push(Reverse((p, id)));
+                        }
+                        break 'fill;
+                    }
                 }
             }
         }
