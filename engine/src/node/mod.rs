@@ -482,8 +482,6 @@ pub struct Node {
     /// a node that is behind pulls again after one period instead of a whole interval.
     pp_peer: Option<SocketAddr>,
     pp_learned: bool,
-    /// Consecutive push-pulls that learned something: each waits twice as long as the last.
-    pp_streak: u32,
 
     router: Option<Arc<Router>>,
     store: Store,
@@ -588,7 +586,6 @@ impl Node {
             peak_live: 1,
             pp_peer: None,
             pp_learned: false,
-            pp_streak: 0,
             router,
             store,
             neighbours: Vec::new(),
@@ -1684,16 +1681,18 @@ impl Node {
     }
 
     fn push_pull_tick(&mut self, now: Instant) {
-        // A node that learned from its last push-pull pulls again soon, backing off: one
-        // period, then two, four… up to the regular interval. Without the back-off, a
-        // cluster too loaded to converge would have every node exchange its whole view
-        // every period, which loads it further.
+        // A node that learned from its last push-pull pulls again one period later, for as
+        // long as its pulls teach it something; then it waits the regular interval. Each
+        // exchange costs two summaries plus the differences, so a node that is behind
+        // gains more from pulling every period than the exchanges cost: in the simulator a
+        // 5000-node cold start converged in 4.5 periods with 433 KiB sent per node, against
+        // 17.4 periods and 482 KiB when each learning pull waited twice as long as the
+        // last (`loadgen sim --nodes 5000 --steady-periods 5`, ALGORITHM.md §11).
         let interval = if std::mem::take(&mut self.pp_learned) {
-            let fast = self.config.probe_interval * (1u32 << self.pp_streak.min(16));
-            self.pp_streak += 1;
-            fast.min(self.config.push_pull_interval)
+            self.config
+                .probe_interval
+                .min(self.config.push_pull_interval)
         } else {
-            self.pp_streak = 0;
             self.config.push_pull_interval
         };
         self.next_push_pull = Some(now + interval.mul_f64(0.75 + 0.5 * self.rng.random::<f64>()));
@@ -2060,6 +2059,28 @@ impl Endpoint for Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_pulls_every_period_while_its_pulls_teach_it_something() {
+        let now = Instant::now();
+        let c = NodeConfig::new(Preset::Lan, "127.0.0.1:7001".parse().unwrap(), b"t");
+        let (p, interval) = (c.probe_interval, c.push_pull_interval);
+        let mut node = Node::new(c, now).unwrap();
+        let mut t = now;
+        // Ten learning pulls in a row each come one period (jittered) after the last:
+        // no back-off while the node is still behind.
+        for _ in 0..10 {
+            node.pp_learned = true;
+            node.push_pull_tick(t);
+            let next = node.next_push_pull.unwrap();
+            assert!(next <= t + p.mul_f64(1.25), "{:?}", next - t);
+            t = next;
+        }
+        // A pull that taught nothing puts the next back at the regular interval.
+        node.push_pull_tick(t);
+        let next = node.next_push_pull.unwrap();
+        assert!(next >= t + interval.mul_f64(0.75), "{:?}", next - t);
+    }
 
     #[test]
     fn message_counts_by_type_match_between_sender_and_receiver() {
