@@ -54,6 +54,8 @@ enum Cmd {
     Schedule(usize, Vec<Instant>, FiredLog),
     /// Send the tag to `to`, from this endpoint's socket.
     Tag(u64, SocketAddr),
+    /// Block the shard for this long (datagrams queue in the sockets meanwhile).
+    Stall(Duration),
 }
 
 struct TestEp {
@@ -177,6 +179,7 @@ impl Endpoint for TestEp {
                 v.extend_from_slice(&tag.to_le_bytes());
                 self.out.push_back((to, v));
             }
+            Cmd::Stall(d) => std::thread::sleep(d),
         }
     }
 
@@ -755,6 +758,50 @@ suites!(
     datagram_to_unbound_address_is_dropped,
     datagrams_sent_while_the_endpoint_starts_are_kept,
 );
+
+/// io_uring: a socket whose multishot receive delivers a full batch in one reap is also
+/// read directly, so a burst queued on one socket is taken in one go rather than a batch
+/// per shard iteration; everything arrives once.
+#[test]
+fn io_uring_reads_a_busy_socket_directly_as_well() {
+    let Some(config) = config_for(BackendChoice::IoUring) else {
+        return;
+    };
+    let h = host(
+        RuntimeConfig {
+            socket_recv_buffer: Some(4 << 20),
+            ..config
+        },
+        1,
+    );
+    let c = client(&h.rt);
+    // The burst queues on the socket while the shard is stalled, as it does while a
+    // saturated shard serves thousands of other sockets.
+    h.rt.command(h.ids[0], Cmd::Stall(Duration::from_millis(300)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    const BURST: u64 = 2_000;
+    let payload = [0u8; 100];
+    let mut sent = 0;
+    for _ in 0..BURST {
+        if c.send_to(&payload, h.addrs[0]).is_ok() {
+            sent += 1;
+        }
+    }
+    echo(&c, h.addrs[0], &echo_frame(7));
+    let garbage = h.counters[0].garbage.load(Ordering::Relaxed);
+    let stats = h.rt.stats();
+    assert!(
+        garbage <= sent,
+        "a datagram was delivered twice: {garbage} of {sent}"
+    );
+    assert!(
+        stats.hot_reads > 0,
+        "the busy socket was not read directly: {stats:?}"
+    );
+    assert_eq!(stats.panics, 0);
+    h.rt.shutdown().unwrap();
+}
 
 /// Throughput by hand, not a test of speed: `cargo test --release -p hearsay --test
 /// transport -- --ignored --nocapture throughput`. 64 endpoints on 2 shards, each keeping

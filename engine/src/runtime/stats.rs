@@ -59,6 +59,9 @@ counters! {
     /// io_uring: times a socket's multishot receive stopped because every provided
     /// buffer was in use (it is re-armed; the kernel buffers or drops meanwhile).
     recv_buffers_exhausted,
+    /// io_uring: datagrams read directly (`recvmmsg`) from sockets whose multishot
+    /// receive delivered a full batch in one reap, besides the ring's receives.
+    hot_reads,
     /// Memory backend: datagrams dropped because the destination's queue was full
     /// (counted on the sending shard). The kernel backends' equivalent, a full socket
     /// receive buffer, is dropped by the kernel unseen.

@@ -56,6 +56,7 @@ use io_uring::types::{BufRingEntry, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use socket2::SockAddr;
 
+use super::mmsg::{RecvBatch, BATCH};
 use super::{parse_sockaddr, BoundSocket, Driver, Sink, SlotKey, GENERATION_MASK};
 use crate::runtime::stats::ShardStats;
 use crate::runtime::wake::Waker;
@@ -289,6 +290,9 @@ struct SendSlot {
 struct Socket {
     generation: u32,
     socket: UdpSocket,
+    /// Datagrams its multishot receive delivered in the current reap (`burst_reap`).
+    burst: u32,
+    burst_reap: u32,
     armed: bool,
     /// Whether the socket sits in the ring's registered-file table at its slot index.
     fixed: bool,
@@ -319,12 +323,25 @@ pub(crate) struct UringDriver {
     cancelling: usize,
     pool: Vec<Vec<u8>>,
     completions: Vec<(u64, i32, u32)>,
+    /// Reaps so far (wrapping): tells a socket's burst count of this reap from an old one.
+    reaps: u32,
+    /// Sockets whose multishot receive delivered a full batch in this reap.
+    hot: Vec<u32>,
+    /// Buffers for reading hot sockets directly (allocated on first use).
+    direct: Option<RecvBatch>,
     max_datagram: usize,
     stats: Arc<ShardStats>,
     waker: Arc<Waker>,
     closed: bool,
     drained: bool,
 }
+
+/// Datagrams one socket's multishot receive delivers in one reap that make it hot: the
+/// kernel's batch per socket (`MULTISHOT_MAX_RETRY`, 32) is then likely cut short.
+const HOT_BURST: u32 = 32;
+/// `recvmmsg` calls on a hot socket after a reap (up to 2048 datagrams, the portable
+/// backend's budget).
+const HOT_CALLS: usize = 64;
 
 /// Takes datagrams reaped where no endpoint can be called (while making room in an
 /// overflowed completion queue, or at shutdown) and counts them as receive errors.
@@ -408,6 +425,9 @@ impl UringDriver {
             cancelling: 0,
             pool: Vec::new(),
             completions: Vec::with_capacity(SQ_ENTRIES as usize * 8),
+            reaps: 0,
+            hot: Vec::new(),
+            direct: None,
             max_datagram: config.max_datagram_size,
             stats,
             waker,
@@ -471,8 +491,10 @@ impl UringDriver {
         matches!(self.sockets.get(slot as usize), Some(Some(s)) if s.generation == generation)
     }
 
-    /// Moves every available completion into `self.completions`, then handles them.
+    /// Moves every available completion into `self.completions`, then handles them; then
+    /// reads further from the sockets whose receive delivered a full batch.
     fn reap<S: Sink>(&mut self, now: Instant, sink: &mut S) {
+        self.reaps = self.reaps.wrapping_add(1);
         loop {
             self.completions.clear();
             self.completions.extend(
@@ -481,6 +503,7 @@ impl UringDriver {
                     .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
             );
             if self.completions.is_empty() {
+                self.drain_hot(now, sink);
                 return;
             }
             for i in 0..self.completions.len() {
@@ -559,6 +582,60 @@ impl UringDriver {
         }
     }
 
+    /// Reads the hot sockets of this reap directly, up to [`HOT_CALLS`] `recvmmsg` calls
+    /// each, until they would block.
+    ///
+    /// The kernel's multishot receive hands over a limited batch per socket each time the
+    /// ring runs its deferred work, so a socket far busier than the rest (the seed of a
+    /// cold start, among thousands of sockets in a saturated shard) is read a batch per
+    /// iteration while its buffer overflows, like the portable backend's read budget
+    /// (`RECV_CALLS`). Reading it directly as well keeps it drained. Datagrams of one
+    /// socket may then arrive out of order, which UDP allows.
+    fn drain_hot<S: Sink>(&mut self, now: Instant, sink: &mut S) {
+        if self.hot.is_empty() {
+            return;
+        }
+        let max = self.max_datagram;
+        let mut direct = self.direct.take().unwrap_or_else(|| RecvBatch::new(max));
+        while let Some(slot) = self.hot.pop() {
+            for _ in 0..HOT_CALLS {
+                // Sockets are only removed between polls, so the entry is still there.
+                let Some(Some(s)) = self.sockets.get(slot as usize) else {
+                    break;
+                };
+                let key = SlotKey {
+                    slot,
+                    generation: s.generation,
+                };
+                match direct.recv(&s.socket) {
+                    Ok(n) => {
+                        ShardStats::add(&self.stats.hot_reads, n as u64);
+                        for i in 0..n {
+                            let received = direct.get(i);
+                            match received.from {
+                                _ if received.truncated => {
+                                    ShardStats::add(&self.stats.truncated, 1);
+                                }
+                                Some(from) => sink.datagram(now, key, from, received.data),
+                                None => ShardStats::add(&self.stats.recv_errors, 1),
+                            }
+                        }
+                        if n < BATCH {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        ShardStats::add(&self.stats.recv_errors, 1);
+                        break;
+                    }
+                }
+            }
+        }
+        self.direct = Some(direct);
+    }
+
     fn deliver<S: Sink>(&mut self, now: Instant, key: SlotKey, bid: u16, len: usize, sink: &mut S) {
         let Some(bufs) = self.bufs.as_mut() else {
             return;
@@ -581,6 +658,16 @@ impl UringDriver {
             Some((true, _, _, _)) => ShardStats::add(&self.stats.truncated, 1),
             Some((false, Some(from), offset, n)) => {
                 sink.datagram(now, key, from, &mut buffer[offset..offset + n]);
+                if let Some(Some(s)) = self.sockets.get_mut(key.slot as usize) {
+                    if s.burst_reap != self.reaps {
+                        s.burst_reap = self.reaps;
+                        s.burst = 0;
+                    }
+                    s.burst += 1;
+                    if s.burst == HOT_BURST {
+                        self.hot.push(key.slot);
+                    }
+                }
             }
             _ => ShardStats::add(&self.stats.recv_errors, 1),
         }
@@ -604,6 +691,8 @@ impl Driver for UringDriver {
         self.sockets[slot] = Some(Socket {
             generation: key.generation,
             socket,
+            burst: 0,
+            burst_reap: 0,
             armed: false,
             fixed,
         });
