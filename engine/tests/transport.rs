@@ -272,6 +272,12 @@ enum Client {
 }
 
 impl Client {
+    /// Sends `count` copies of `buf` to `to` as fast as it can; returns how many the
+    /// kernel took.
+    fn burst(&self, buf: &[u8], to: SocketAddr, count: u64) -> u64 {
+        (0..count).filter(|_| self.send_to(buf, to).is_ok()).count() as u64
+    }
+
     fn send_to(&self, buf: &[u8], to: SocketAddr) -> std::io::Result<usize> {
         match self {
             Client::Udp(s) => s.send_to(buf, to),
@@ -412,14 +418,7 @@ fn burst_beyond_receive_buffers(config: RuntimeConfig) {
     };
     let h = host(config, 1);
     let c = client(&h.rt);
-    const BURST: u64 = 20_000;
-    let payload = [0u8; 200];
-    let mut sent = 0;
-    for _ in 0..BURST {
-        if c.send_to(&payload, h.addrs[0]).is_ok() {
-            sent += 1;
-        }
-    }
+    let sent = c.burst(&[0u8; 200], h.addrs[0], 20_000);
     // The socket is FIFO: once the marker comes back, every burst datagram before it was
     // either handled or dropped by the kernel.
     echo(&c, h.addrs[0], &echo_frame(99));
@@ -780,14 +779,7 @@ fn io_uring_reads_a_busy_socket_directly_as_well() {
     h.rt.command(h.ids[0], Cmd::Stall(Duration::from_millis(300)))
         .unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    const BURST: u64 = 2_000;
-    let payload = [0u8; 100];
-    let mut sent = 0;
-    for _ in 0..BURST {
-        if c.send_to(&payload, h.addrs[0]).is_ok() {
-            sent += 1;
-        }
-    }
+    let sent = c.burst(&[0u8; 100], h.addrs[0], 2_000);
     echo(&c, h.addrs[0], &echo_frame(7));
     let garbage = h.counters[0].garbage.load(Ordering::Relaxed);
     let stats = h.rt.stats();

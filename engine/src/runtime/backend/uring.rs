@@ -491,8 +491,9 @@ impl UringDriver {
         matches!(self.sockets.get(slot as usize), Some(Some(s)) if s.generation == generation)
     }
 
-    /// Moves every available completion into `self.completions`, then handles them; then
-    /// reads further from the sockets whose receive delivered a full batch.
+    /// Moves every available completion into `self.completions`, then handles them.
+    /// Sockets whose receive delivered a full batch are noted in `hot`; [`Driver::poll`]
+    /// reads them further (never a reap that discards, which would lose what it read).
     fn reap<S: Sink>(&mut self, now: Instant, sink: &mut S) {
         self.reaps = self.reaps.wrapping_add(1);
         loop {
@@ -503,7 +504,6 @@ impl UringDriver {
                     .map(|cqe| (cqe.user_data(), cqe.result(), cqe.flags())),
             );
             if self.completions.is_empty() {
-                self.drain_hot(now, sink);
                 return;
             }
             for i in 0..self.completions.len() {
@@ -733,6 +733,7 @@ impl Driver for UringDriver {
             // Completions are waiting and nothing is queued: reap without entering the
             // kernel (an overflow backlog, if any, is flushed by the next wait).
             self.reap(Instant::now(), sink);
+            self.drain_hot(Instant::now(), sink);
             return Ok(());
         }
         let wait = match deadline {
@@ -762,6 +763,7 @@ impl Driver for UringDriver {
             Err(e) => return Err(e),
         }
         self.reap(Instant::now(), sink);
+        self.drain_hot(Instant::now(), sink);
         Ok(())
     }
 
