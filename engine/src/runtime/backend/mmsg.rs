@@ -12,7 +12,8 @@ use std::os::fd::AsRawFd;
 
 use socket2::SockAddr;
 
-use super::parse_sockaddr;
+use super::{parse_sockaddr, Sink, SlotKey};
+use crate::runtime::stats::ShardStats;
 
 /// Datagrams per syscall.
 pub(crate) const BATCH: usize = 32;
@@ -106,6 +107,29 @@ impl RecvBatch {
         } else {
             Ok(n as usize)
         }
+    }
+
+    /// One [`recv`](Self::recv) from `socket`, each datagram handed to `sink` as `key`'s:
+    /// a truncated one is counted in `truncated`, one from an address family we do not
+    /// parse in `recv_errors`. Returns how many datagrams the call read.
+    pub(crate) fn recv_into<S: Sink>(
+        &mut self,
+        socket: &UdpSocket,
+        key: SlotKey,
+        now: std::time::Instant,
+        sink: &mut S,
+        stats: &ShardStats,
+    ) -> io::Result<usize> {
+        let n = self.recv(socket)?;
+        for i in 0..n {
+            let received = self.get(i);
+            match received.from {
+                _ if received.truncated => ShardStats::add(&stats.truncated, 1),
+                Some(from) => sink.datagram(now, key, from, received.data),
+                None => ShardStats::add(&stats.recv_errors, 1),
+            }
+        }
+        Ok(n)
     }
 
     /// Datagram `i` (below the count the last `recv` returned).

@@ -202,19 +202,11 @@ impl PortableDriver {
                     drained = true;
                     break;
                 };
-                match self.recv.recv(&entry.socket) {
-                    Ok(n) => {
-                        for i in 0..n {
-                            let received = self.recv.get(i);
-                            match received.from {
-                                _ if received.truncated => {
-                                    ShardStats::add(&self.stats.truncated, 1);
-                                }
-                                Some(from) => sink.datagram(now, key, from, received.data),
-                                None => ShardStats::add(&self.stats.recv_errors, 1),
-                            }
-                        }
-                    }
+                match self
+                    .recv
+                    .recv_into(&entry.socket, key, now, sink, &self.stats)
+                {
+                    Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         drained = true;
                         break;

@@ -607,19 +607,9 @@ impl UringDriver {
                     slot,
                     generation: s.generation,
                 };
-                match direct.recv(&s.socket) {
+                match direct.recv_into(&s.socket, key, now, sink, &self.stats) {
                     Ok(n) => {
                         ShardStats::add(&self.stats.hot_reads, n as u64);
-                        for i in 0..n {
-                            let received = direct.get(i);
-                            match received.from {
-                                _ if received.truncated => {
-                                    ShardStats::add(&self.stats.truncated, 1);
-                                }
-                                Some(from) => sink.datagram(now, key, from, received.data),
-                                None => ShardStats::add(&self.stats.recv_errors, 1),
-                            }
-                        }
                         if n < BATCH {
                             break;
                         }
