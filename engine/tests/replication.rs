@@ -60,7 +60,7 @@ fn replicas_agree(sim: &Sim<Node>) -> bool {
 
 #[test]
 fn random_writes_under_loss_duplication_reordering_and_a_partition_converge() {
-    let n = 500;
+    let n = 250;
     let mut sim = cluster(n, 21);
     sim.set_default_link(
         LinkConfig::new(Latency::Uniform {
@@ -76,7 +76,7 @@ fn random_writes_under_loss_duplication_reordering_and_a_partition_converge() {
     let counters = 200u32;
     let mut expected = vec![0i128; counters as usize];
     let mut added: Vec<Vec<u8>> = Vec::new();
-    let writes = 10_000;
+    let writes = 5_000;
     for w in 0..writes {
         let node = rng.random_range(0..n);
         let now = sim.now();
