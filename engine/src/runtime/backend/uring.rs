@@ -325,8 +325,11 @@ pub(crate) struct UringDriver {
     completions: Vec<(u64, i32, u32)>,
     /// Reaps so far (wrapping): tells a socket's burst count of this reap from an old one.
     reaps: u32,
-    /// Sockets whose multishot receive delivered a full batch in this reap.
+    /// Sockets whose multishot receive delivered a full batch in this reap, and sockets
+    /// still busy after the last poll's direct reads.
     hot: Vec<u32>,
+    /// Sockets found still busy by this poll's direct reads (reused between polls).
+    still_hot: Vec<u32>,
     /// Buffers for reading hot sockets directly (allocated on first use).
     direct: Option<RecvBatch>,
     max_datagram: usize,
@@ -427,6 +430,7 @@ impl UringDriver {
             completions: Vec::with_capacity(SQ_ENTRIES as usize * 8),
             reaps: 0,
             hot: Vec::new(),
+            still_hot: Vec::new(),
             direct: None,
             max_datagram: config.max_datagram_size,
             stats,
@@ -591,16 +595,24 @@ impl UringDriver {
     /// iteration while its buffer overflows, like the portable backend's read budget
     /// (`RECV_CALLS`). Reading it directly as well keeps it drained. Datagrams of one
     /// socket may then arrive out of order, which UDP allows.
+    ///
+    /// A socket still busy after its [`HOT_CALLS`] stays hot for the next poll, which then
+    /// does not wait: once a socket's buffer is full, arrivals are dropped without waking
+    /// its receive, and a 5000-node cold start showed the seed's full socket read only in
+    /// bursts seconds apart while it stayed on the multishot receive alone.
     fn drain_hot<S: Sink>(&mut self, now: Instant, sink: &mut S) {
         if self.hot.is_empty() {
             return;
         }
         let max = self.max_datagram;
         let mut direct = self.direct.take().unwrap_or_else(|| RecvBatch::new(max));
+        self.still_hot.clear();
         while let Some(slot) = self.hot.pop() {
+            let mut busy = true;
             for _ in 0..HOT_CALLS {
-                // Sockets are only removed between polls, so the entry is still there.
+                // A socket kept hot from the last poll may have been removed since.
                 let Some(Some(s)) = self.sockets.get(slot as usize) else {
+                    busy = false;
                     break;
                 };
                 let key = SlotKey {
@@ -611,18 +623,25 @@ impl UringDriver {
                     Ok(n) => {
                         ShardStats::add(&self.stats.hot_reads, n as u64);
                         if n < BATCH {
+                            busy = false;
                             break;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        ShardStats::add(&self.stats.recv_errors, 1);
+                    Err(e) => {
+                        if e.kind() != io::ErrorKind::WouldBlock {
+                            ShardStats::add(&self.stats.recv_errors, 1);
+                        }
+                        busy = false;
                         break;
                     }
                 }
             }
+            if busy && !self.still_hot.contains(&slot) {
+                self.still_hot.push(slot);
+            }
         }
+        std::mem::swap(&mut self.hot, &mut self.still_hot);
         self.direct = Some(direct);
     }
 
@@ -727,7 +746,7 @@ impl Driver for UringDriver {
             return Ok(());
         }
         let wait = match deadline {
-            _ if ready => None,
+            _ if ready || !self.hot.is_empty() => None,
             None => Some(None),
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
