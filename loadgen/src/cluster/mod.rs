@@ -10,10 +10,10 @@ mod host;
 mod report;
 pub(crate) mod sys;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -278,6 +278,12 @@ pub(crate) struct Usage {
     pub(crate) cpu_seconds: f64,
     /// UDP receive errors the kernel counted (buffer overflows).
     pub(crate) kernel_drops: u64,
+    /// The most bytes waiting at once in the nodes' socket receive buffers (sampled every
+    /// 250 ms): what the shards have not read yet. A datagram waits about this much
+    /// divided by the rate the shards read at.
+    pub(crate) peak_backlog_bytes: u64,
+    /// Sockets holding unread datagrams at that peak.
+    pub(crate) peak_backlog_sockets: u64,
     /// Sends the runtime could not complete (dropped datagrams).
     pub(crate) send_errors: u64,
     /// Times a socket's receive paused because every receive buffer was in use.
@@ -371,6 +377,7 @@ pub(crate) struct RunRecord {
 /// The running cluster.
 struct Cluster {
     rt: Runtime<Host>,
+    backlog: BacklogProbe,
     obs: Arc<Observatory>,
     ids: Vec<EndpointId>,
     seeds: Vec<SocketAddr>,
@@ -511,6 +518,58 @@ impl Cluster {
 }
 
 /// Counters sampled at a step's start, to report the step's usage.
+/// A thread that samples the nodes' socket receive backlog every 250 ms and keeps the
+/// peak since it was last taken; it stops when dropped.
+struct BacklogProbe {
+    shared: Arc<BacklogPeak>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct BacklogPeak {
+    stop: AtomicBool,
+    bytes: AtomicU64,
+    sockets: AtomicU64,
+}
+
+impl BacklogProbe {
+    fn start(ports: HashSet<u16>) -> Self {
+        let shared = Arc::new(BacklogPeak::default());
+        let thread = (!ports.is_empty()).then(|| {
+            let peak = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                sys::lowest_priority();
+                while !peak.stop.load(Ordering::Relaxed) {
+                    let b = sys::read_udp_backlog(&ports);
+                    if b.bytes > peak.bytes.load(Ordering::Relaxed) {
+                        peak.bytes.store(b.bytes, Ordering::Relaxed);
+                        peak.sockets.store(b.sockets, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            })
+        });
+        Self { shared, thread }
+    }
+
+    /// The peak since the last call, and start over.
+    fn take_peak(&self) -> sys::Backlog {
+        sys::Backlog {
+            bytes: self.shared.bytes.swap(0, Ordering::Relaxed),
+            sockets: self.shared.sockets.swap(0, Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for BacklogProbe {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 struct Meter {
     at: Instant,
     start: hearsay::runtime::Stats,
@@ -523,6 +582,7 @@ struct Meter {
 
 impl Meter {
     fn start(c: &Cluster) -> Self {
+        c.backlog.take_peak();
         let s = c.rt.stats();
         Self {
             at: Instant::now(),
@@ -540,6 +600,7 @@ impl Meter {
         let secs = self.at.elapsed().as_secs_f64().max(1e-9);
         let n = c.live_indices().len().max(1) as f64;
         let cpu = sys::cpu_seconds() - self.cpu;
+        let backlog = c.backlog.take_peak();
         let messages = message_totals(c)
             .into_iter()
             .zip(&self.messages)
@@ -559,6 +620,8 @@ impl Meter {
             cpu_share: cpu / secs / sys::cores() as f64,
             cpu_seconds: cpu,
             kernel_drops: sys::udp_receive_errors().saturating_sub(self.drops),
+            peak_backlog_bytes: backlog.bytes,
+            peak_backlog_sockets: backlog.sockets,
             send_errors: (s.send_errors + s.send_queue_full)
                 .saturating_sub(self.start.send_errors + self.start.send_queue_full),
             recv_buffers_exhausted: s
@@ -779,8 +842,14 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
         .collect();
     let _ = obs.index_of.set(index_of);
     let seeds = addrs[..(args.seeds as usize).min(n)].to_vec();
+    let ports = if args.transport == Transport::Udp {
+        addrs.iter().map(SocketAddr::port).collect()
+    } else {
+        HashSet::new()
+    };
     let mut c = Cluster {
         rt,
+        backlog: BacklogProbe::start(ports),
         obs,
         ids,
         seeds,

@@ -117,12 +117,14 @@ pub(crate) fn step_line(r: &StepRecord, period: Duration) -> String {
     }
     let _ = write!(
         s,
-        "; false suspicions {}, false declarations {}; {:.0} B/node/s, CPU {:.0}%; kernel drops {}, send errors {}, receive pauses {}",
+        "; false suspicions {}, false declarations {}; {:.0} B/node/s, CPU {:.0}%; kernel drops {}, unread at most {:.1} MB in {} sockets, send errors {}, receive pauses {}",
         r.false_suspicions,
         r.false_declarations,
         r.usage.bytes_per_node_s,
         r.usage.cpu_share * 100.0,
         r.usage.kernel_drops,
+        r.usage.peak_backlog_bytes as f64 / 1e6,
+        r.usage.peak_backlog_sockets,
         r.usage.send_errors,
         r.usage.recv_buffers_exhausted
     );
@@ -141,7 +143,7 @@ pub(crate) fn step_line(r: &StepRecord, period: Duration) -> String {
     s
 }
 
-const HEADER: [&str; 16] = [
+const HEADER: [&str; 17] = [
     "step",
     "nodes",
     "first ms",
@@ -157,10 +159,11 @@ const HEADER: [&str; 16] = [
     "dgrams/node/s",
     "CPU %",
     "kernel drops",
+    "unread MB",
     "wall s",
 ];
 
-fn rows(rec: &RunRecord) -> Vec<[String; 16]> {
+fn rows(rec: &RunRecord) -> Vec<[String; 17]> {
     rec.steps
         .iter()
         .map(|r| {
@@ -185,6 +188,7 @@ fn rows(rec: &RunRecord) -> Vec<[String; 16]> {
                 format!("{:.2}", r.usage.datagrams_per_node_s),
                 format!("{:.0}", r.usage.cpu_share * 100.0),
                 r.usage.kernel_drops.to_string(),
+                format!("{:.1}", r.usage.peak_backlog_bytes as f64 / 1e6),
                 format!("{:.1}", r.usage.seconds),
             ]
         })

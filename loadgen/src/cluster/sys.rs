@@ -1,5 +1,5 @@
 //! What the load generator reads from, and asks of, the operating system: open-file
-//! limits, CPU time, memory, kernel UDP drops.
+//! limits, CPU time, memory, kernel UDP drops and receive backlogs.
 
 use anyhow::{bail, Result};
 
@@ -122,4 +122,76 @@ pub(crate) fn socket_buffer(want: usize) -> usize {
         .ok()
         .and_then(|s| s.trim().parse::<usize>().ok())
         .map_or(want, |max| want.min(max))
+}
+
+/// Datagrams waiting in the receive buffers of a set of sockets: how many of the sockets
+/// hold any, and their bytes (the kernel's accounting, which counts each datagram's buffer
+/// overhead too).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Backlog {
+    pub(crate) sockets: u64,
+    pub(crate) bytes: u64,
+}
+
+/// The backlog of the sockets bound to `ports`, from the text of `/proc/net/udp` or
+/// `/proc/net/udp6` (local address `ADDR:PORT` and `tx_queue:rx_queue` in hex). Lines it
+/// cannot read are skipped.
+pub(crate) fn udp_backlog(table: &str, ports: &std::collections::HashSet<u16>) -> Backlog {
+    let mut b = Backlog::default();
+    for line in table.lines().skip(1) {
+        let mut fields = line.split_whitespace();
+        let (Some(local), Some(queues)) = (fields.nth(1), fields.nth(2)) else {
+            continue;
+        };
+        let port = local
+            .rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+        let rx = queues
+            .split_once(':')
+            .and_then(|(_, rx)| u64::from_str_radix(rx, 16).ok());
+        if let (Some(port), Some(rx)) = (port, rx) {
+            if rx > 0 && ports.contains(&port) {
+                b.sockets += 1;
+                b.bytes += rx;
+            }
+        }
+    }
+    b
+}
+
+/// The backlog of the sockets bound to `ports`, read from `/proc/net/udp{,6}` now.
+pub(crate) fn read_udp_backlog(ports: &std::collections::HashSet<u16>) -> Backlog {
+    let mut total = Backlog::default();
+    for path in ["/proc/net/udp", "/proc/net/udp6"] {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let b = udp_backlog(&text, ports);
+            total.sockets += b.sockets;
+            total.bytes += b.bytes;
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{udp_backlog, Backlog};
+
+    #[test]
+    fn backlog_counts_only_the_given_ports_with_data_waiting() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+   1: 0100007F:EDD1 00000000:0000 07 00000000:007B2540 00:00000000 00000000     0        0 1 2 0000000000000000 106004\n\
+   2: 0100007F:C398 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 3 2 0000000000000000 0\n\
+   3: 0100007F:9C10 00000000:0000 07 00000000:00000300 00:00000000 00000000     0        0 4 2 0000000000000000 0\n\
+   4: 00000000:0044 00000000:0000 07 00000000:00001000 00:00000000 00000000     0        0 5 2 0000000000000000 0\n\
+   garbage line\n";
+        let ports = [0xEDD1, 0xC398, 0x9C10].into_iter().collect();
+        assert_eq!(
+            udp_backlog(table, &ports),
+            Backlog {
+                sockets: 2,
+                bytes: 0x007B_2540 + 0x300
+            }
+        );
+        assert_eq!(udp_backlog(table, &Default::default()), Backlog::default());
+    }
 }
