@@ -180,8 +180,6 @@ pub struct NodeStats {
     pub updates_merged: u64,
     /// Push-pull rounds this node started.
     pub push_pulls: u64,
-    /// Anti-entropy transfers declined because [`MAX_QUEUED_TRANSFERS`] were queued.
-    pub transfers_declined: u64,
     /// Join attempts sent (one per seed per attempt).
     pub join_attempts: u64,
     /// Placement rebuilds.
@@ -308,69 +306,6 @@ enum Phase {
     Leaving(Instant),
     /// Done: ignores every input.
     Stopped,
-}
-
-/// Anti-entropy transfers a node keeps queued at most; a request beyond them is declined
-/// and counted ([`NodeStats::transfers_declined`]), and the requester pulls again from
-/// another member a period later.
-///
-/// A node every other node turns to at once (the seed of a mass join) otherwise queues a
-/// transfer of its whole view for each of them: in a 5000-node cold start the seed's
-/// queue held 30 000 intents, and its acks waited behind them long enough for the
-/// cluster to suspect it.
-const MAX_QUEUED_TRANSFERS: usize = 64;
-
-/// What a node has to send, in two classes: the protocol's own messages (probes, acks,
-/// joins, gossip, summaries) go out before anti-entropy transfers, so that a large
-/// transfer never delays an ack past its prober's timeout.
-#[derive(Debug, Default)]
-struct Outbox {
-    control: VecDeque<Intent>,
-    bulk: VecDeque<Intent>,
-}
-
-impl Outbox {
-    fn is_bulk(intent: &Intent) -> bool {
-        matches!(
-            intent,
-            Intent::Updates { .. }
-                | Intent::Digest { .. }
-                | Intent::Request { .. }
-                | Intent::CrdtRun { .. }
-                | Intent::CrdtRanges { .. }
-                | Intent::CrdtState { .. }
-        )
-    }
-
-    fn push_back(&mut self, intent: Intent) {
-        if Self::is_bulk(&intent) {
-            self.bulk.push_back(intent);
-        } else {
-            self.control.push_back(intent);
-        }
-    }
-
-    /// The rest of an intent that did not fit one datagram: first in its class.
-    fn push_front(&mut self, intent: Intent) {
-        if Self::is_bulk(&intent) {
-            self.bulk.push_front(intent);
-        } else {
-            self.control.push_front(intent);
-        }
-    }
-
-    fn pop_front(&mut self) -> Option<Intent> {
-        self.control.pop_front().or_else(|| self.bulk.pop_front())
-    }
-
-    fn transfers(&self) -> usize {
-        self.bulk.len()
-    }
-
-    fn clear(&mut self) {
-        self.control.clear();
-        self.bulk.clear();
-    }
 }
 
 /// A datagram to write at the next [`Node::poll_transmit`].
@@ -518,7 +453,7 @@ pub struct Node {
     probe_order: ProbeOrder,
     health: LocalHealth,
     seeds: Vec<SocketAddr>,
-    out: Outbox,
+    out: VecDeque<Intent>,
     events: VecDeque<Event>,
     stats: NodeStats,
 
@@ -629,7 +564,7 @@ impl Node {
             probe_order: ProbeOrder::default(),
             health: LocalHealth::new(config.awareness_max),
             seeds: Vec::new(),
-            out: Outbox::default(),
+            out: VecDeque::new(),
             events: VecDeque::new(),
             stats: NodeStats::default(),
             next_seq: 1,
@@ -1086,7 +1021,7 @@ impl Node {
                 let ids: Vec<NodeId> = r.ids.iter().collect();
                 if !ids.is_empty() {
                     let catch_up = self.is_catch_up(ids.len());
-                    self.transfer(Intent::Updates {
+                    self.out.push_back(Intent::Updates {
                         to: from,
                         ids,
                         pos: 0,
@@ -1318,7 +1253,7 @@ impl Node {
             }
         }
         if !want.is_empty() {
-            self.transfer(Intent::Request {
+            self.out.push_back(Intent::Request {
                 to: from,
                 ids: want,
                 pos: 0,
@@ -1326,7 +1261,7 @@ impl Node {
         }
         if !give.is_empty() {
             let catch_up = self.is_catch_up(give.len());
-            self.transfer(Intent::Updates {
+            self.out.push_back(Intent::Updates {
                 to: from,
                 ids: give,
                 pos: 0,
@@ -1347,11 +1282,6 @@ impl Node {
             });
         }
         let theirs_total: usize = s.buckets.iter().map(|b| b.count as usize).sum();
-        // An answer to this node's pull from a peer that knows more members: pull again
-        // a period later even if the peer declined to send them (it was busy).
-        if s.reply && self.pp_peer == Some(from) && theirs_total > self.table.live_count() {
-            self.pp_learned = true;
-        }
         // A peer holding less than half of this view is catching up (a joiner, or a node
         // back from a long stall): what it lacks is old news to everyone else.
         let catch_up = theirs_total * 2 < self.table.live_count();
@@ -1383,7 +1313,7 @@ impl Node {
             }
         }
         if !push.is_empty() {
-            self.transfer(Intent::Updates {
+            self.out.push_back(Intent::Updates {
                 to: from,
                 ids: push,
                 pos: 0,
@@ -1391,7 +1321,7 @@ impl Node {
             });
         }
         if !digest.is_empty() {
-            self.transfer(Intent::Digest {
+            self.out.push_back(Intent::Digest {
                 to: from,
                 ids: digest,
                 pos: 0,
@@ -1401,16 +1331,6 @@ impl Node {
 
     // -----------------------------------------------------------------------------------
     // Timers
-
-    /// Queue a membership anti-entropy transfer, or decline it when
-    /// [`MAX_QUEUED_TRANSFERS`] already wait.
-    fn transfer(&mut self, intent: Intent) {
-        if self.out.transfers() >= MAX_QUEUED_TRANSFERS {
-            self.stats.transfers_declined += 1;
-        } else {
-            self.out.push_back(intent);
-        }
-    }
 
     fn become_member(&mut self, now: Instant, via: Option<SocketAddr>) {
         let was_joining = self.phase == Phase::Joining;
@@ -2139,111 +2059,6 @@ impl Endpoint for Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn member_node(port: u16, now: Instant) -> Node {
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut node = Node::new(NodeConfig::new(Preset::Lan, addr, b"t"), now).unwrap();
-        node.handle_command(now, Command::Join(vec![]));
-        while node.out.pop_front().is_some() {}
-        node
-    }
-
-    fn summary_buckets(live: u32) -> [SummaryBucket; BUCKETS] {
-        let mut b = [SummaryBucket { count: 0, hash: 0 }; BUCKETS];
-        b[0] = SummaryBucket {
-            count: live,
-            hash: 1,
-        };
-        b
-    }
-
-    #[test]
-    fn an_ack_goes_out_before_a_queued_transfer() {
-        let now = Instant::now();
-        let mut node = member_node(7001, now);
-        let me = node.config.id;
-        let (peer, prober) = (
-            "127.0.0.1:7002".parse().unwrap(),
-            "127.0.0.1:7003".parse().unwrap(),
-        );
-        // A transfer several datagrams long, queued before the ack.
-        node.out.push_back(Intent::Updates {
-            to: peer,
-            ids: vec![me; 500],
-            pos: 0,
-            catch_up: false,
-        });
-        node.out.push_back(Intent::Ack { to: prober, seq: 9 });
-        let mut buf = Vec::new();
-        let mut order = Vec::new();
-        while let Some(to) = node.poll_transmit(now, &mut buf) {
-            order.push(to);
-            buf.clear();
-        }
-        assert!(
-            order.len() > 2,
-            "the transfer should take several datagrams"
-        );
-        assert_eq!(order[0], prober);
-        assert!(order[1..].iter().all(|&to| to == peer));
-    }
-
-    #[test]
-    fn a_node_declines_transfers_beyond_its_queue_and_still_answers_summaries() {
-        let now = Instant::now();
-        let mut node = member_node(7001, now);
-        let empty = summary_buckets(0);
-        let peers = MAX_QUEUED_TRANSFERS + 36;
-        for i in 0..peers {
-            let from = SocketAddr::from(([127, 0, 0, 2], 8000 + i as u16));
-            // A joiner that knows nobody: it gets this node's view pushed.
-            node.handle_summary(
-                from,
-                MemberSummary {
-                    round: 1,
-                    reply: false,
-                    buckets: crate::codec::List::new(&empty),
-                },
-            );
-        }
-        assert_eq!(node.out.transfers(), MAX_QUEUED_TRANSFERS);
-        assert_eq!(node.stats().transfers_declined, 36);
-        // Every peer still gets the summary that answers its own.
-        let mut buf = Vec::new();
-        let mut sent = 0;
-        while node.poll_transmit(now, &mut buf).is_some() {
-            sent += 1;
-            buf.clear();
-        }
-        assert_eq!(sent, peers + MAX_QUEUED_TRANSFERS);
-        assert_eq!(node.out.transfers(), 0);
-    }
-
-    #[test]
-    fn a_pull_answered_by_a_peer_that_knows_more_is_repeated_next_period() {
-        let now = Instant::now();
-        let mut node = member_node(7001, now);
-        let (peer, other) = (
-            "127.0.0.1:7002".parse().unwrap(),
-            "127.0.0.1:7003".parse().unwrap(),
-        );
-        node.pp_peer = Some(peer);
-        let same = summary_buckets(1);
-        let more = summary_buckets(40);
-        let answer = |buckets| MemberSummary {
-            round: 1,
-            reply: true,
-            buckets: crate::codec::List::new(buckets),
-        };
-        // A peer that knows no more than this node, or a peer this node did not pull
-        // from: nothing to come back for.
-        node.handle_summary(peer, answer(&same));
-        assert!(!node.pp_learned);
-        node.handle_summary(other, answer(&more));
-        assert!(!node.pp_learned);
-        node.handle_summary(peer, answer(&more));
-        assert!(node.pp_learned);
-    }
 
     #[test]
     fn a_node_pulls_every_period_while_its_pulls_teach_it_something() {

@@ -335,11 +335,6 @@ pub(crate) fn render(s: &Snapshot) -> String {
         st.push_pulls,
     );
     o.counter(
-        "hearsay_transfers_declined_total",
-        "Anti-entropy transfers declined because the queue of transfers was full.",
-        st.transfers_declined,
-    );
-    o.counter(
         "hearsay_join_attempts_total",
         "Join attempts sent (one per seed per attempt).",
         st.join_attempts,
