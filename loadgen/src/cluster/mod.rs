@@ -13,8 +13,8 @@ pub(crate) mod sys;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -517,7 +517,6 @@ impl Cluster {
     }
 }
 
-/// Counters sampled at a step's start, to report the step's usage.
 /// A thread that samples the nodes' socket receive backlog every 250 ms and keeps the
 /// peak since it was last taken; it stops when dropped.
 struct BacklogProbe {
@@ -528,23 +527,23 @@ struct BacklogProbe {
 #[derive(Default)]
 struct BacklogPeak {
     stop: AtomicBool,
-    bytes: AtomicU64,
-    sockets: AtomicU64,
+    peak: Mutex<sys::Backlog>,
 }
 
 impl BacklogProbe {
     fn start(ports: HashSet<u16>) -> Self {
         let shared = Arc::new(BacklogPeak::default());
         let thread = (!ports.is_empty()).then(|| {
-            let peak = Arc::clone(&shared);
+            let shared = Arc::clone(&shared);
             std::thread::spawn(move || {
                 sys::lowest_priority();
-                while !peak.stop.load(Ordering::Relaxed) {
-                    let b = sys::read_udp_backlog(&ports);
-                    if b.bytes > peak.bytes.load(Ordering::Relaxed) {
-                        peak.bytes.store(b.bytes, Ordering::Relaxed);
-                        peak.sockets.store(b.sockets, Ordering::Relaxed);
+                while !shared.stop.load(Ordering::Relaxed) {
+                    let now = sys::read_udp_backlog(&ports);
+                    let mut peak = shared.peak.lock().unwrap_or_else(|e| e.into_inner());
+                    if now.bytes > peak.bytes {
+                        *peak = now;
                     }
+                    drop(peak);
                     std::thread::sleep(Duration::from_millis(250));
                 }
             })
@@ -554,10 +553,8 @@ impl BacklogProbe {
 
     /// The peak since the last call, and start over.
     fn take_peak(&self) -> sys::Backlog {
-        sys::Backlog {
-            bytes: self.shared.bytes.swap(0, Ordering::Relaxed),
-            sockets: self.shared.sockets.swap(0, Ordering::Relaxed),
-        }
+        let mut peak = self.shared.peak.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *peak)
     }
 }
 
@@ -570,6 +567,7 @@ impl Drop for BacklogProbe {
     }
 }
 
+/// Counters sampled at a step's start, to report the step's usage.
 struct Meter {
     at: Instant,
     start: hearsay::runtime::Stats,

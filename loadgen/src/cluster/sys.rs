@@ -1,6 +1,8 @@
 //! What the load generator reads from, and asks of, the operating system: open-file
 //! limits, CPU time, memory, kernel UDP drops and receive backlogs.
 
+use std::collections::HashSet;
+
 use anyhow::{bail, Result};
 
 /// File descriptors needed beyond one socket per node: shards' rings and wake-ups, stdio,
@@ -136,7 +138,7 @@ pub(crate) struct Backlog {
 /// The backlog of the sockets bound to `ports`, from the text of `/proc/net/udp` or
 /// `/proc/net/udp6` (local address `ADDR:PORT` and `tx_queue:rx_queue` in hex). Lines it
 /// cannot read are skipped.
-pub(crate) fn udp_backlog(table: &str, ports: &std::collections::HashSet<u16>) -> Backlog {
+pub(crate) fn udp_backlog(table: &str, ports: &HashSet<u16>) -> Backlog {
     let mut b = Backlog::default();
     for line in table.lines().skip(1) {
         let mut fields = line.split_whitespace();
@@ -160,7 +162,7 @@ pub(crate) fn udp_backlog(table: &str, ports: &std::collections::HashSet<u16>) -
 }
 
 /// The backlog of the sockets bound to `ports`, read from `/proc/net/udp{,6}` now.
-pub(crate) fn read_udp_backlog(ports: &std::collections::HashSet<u16>) -> Backlog {
+pub(crate) fn read_udp_backlog(ports: &HashSet<u16>) -> Backlog {
     let mut total = Backlog::default();
     for path in ["/proc/net/udp", "/proc/net/udp6"] {
         if let Ok(text) = std::fs::read_to_string(path) {

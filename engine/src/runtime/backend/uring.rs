@@ -597,52 +597,64 @@ impl UringDriver {
     /// socket may then arrive out of order, which UDP allows.
     ///
     /// A socket still busy after its [`HOT_CALLS`] stays hot for the next poll, which then
-    /// does not wait: once a socket's buffer is full, arrivals are dropped without waking
-    /// its receive, and a 5000-node cold start showed the seed's full socket read only in
-    /// bursts seconds apart while it stayed on the multishot receive alone.
+    /// does not wait, rather than going back to its multishot receive alone. In 5000-node
+    /// cold starts the seed then read about twice as many datagrams in the first 5 s
+    /// (ALGORITHM.md, known limitation 10).
     fn drain_hot<S: Sink>(&mut self, now: Instant, sink: &mut S) {
         if self.hot.is_empty() {
             return;
         }
+        // A socket kept hot from the last poll may have been marked hot again by this
+        // reap's completions: read each once.
+        self.hot.sort_unstable();
+        self.hot.dedup();
         let max = self.max_datagram;
         let mut direct = self.direct.take().unwrap_or_else(|| RecvBatch::new(max));
         self.still_hot.clear();
         while let Some(slot) = self.hot.pop() {
-            let mut busy = true;
-            for _ in 0..HOT_CALLS {
-                // A socket kept hot from the last poll may have been removed since.
-                let Some(Some(s)) = self.sockets.get(slot as usize) else {
-                    busy = false;
-                    break;
-                };
-                let key = SlotKey {
-                    slot,
-                    generation: s.generation,
-                };
-                match direct.recv_into(&s.socket, key, now, sink, &self.stats) {
-                    Ok(n) => {
-                        ShardStats::add(&self.stats.hot_reads, n as u64);
-                        if n < BATCH {
-                            busy = false;
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        if e.kind() != io::ErrorKind::WouldBlock {
-                            ShardStats::add(&self.stats.recv_errors, 1);
-                        }
-                        busy = false;
-                        break;
-                    }
-                }
-            }
-            if busy && !self.still_hot.contains(&slot) {
+            if self.drain_socket(&mut direct, slot, now, sink) {
                 self.still_hot.push(slot);
             }
         }
         std::mem::swap(&mut self.hot, &mut self.still_hot);
         self.direct = Some(direct);
+    }
+
+    /// Up to [`HOT_CALLS`] direct reads of the socket in `slot`; returns whether it still
+    /// had a full batch to give after the last of them.
+    fn drain_socket<S: Sink>(
+        &self,
+        direct: &mut RecvBatch,
+        slot: u32,
+        now: Instant,
+        sink: &mut S,
+    ) -> bool {
+        // A socket kept hot from the last poll may have been removed since.
+        let Some(Some(s)) = self.sockets.get(slot as usize) else {
+            return false;
+        };
+        let key = SlotKey {
+            slot,
+            generation: s.generation,
+        };
+        for _ in 0..HOT_CALLS {
+            match direct.recv_into(&s.socket, key, now, sink, &self.stats) {
+                Ok(n) => {
+                    ShardStats::add(&self.stats.hot_reads, n as u64);
+                    if n < BATCH {
+                        return false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        ShardStats::add(&self.stats.recv_errors, 1);
+                    }
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     fn deliver<S: Sink>(&mut self, now: Instant, key: SlotKey, bid: u16, len: usize, sink: &mut S) {
