@@ -396,6 +396,12 @@ impl Endpoint for Hosted {
         self.publish();
     }
 
+    fn handle_input_delay(&mut self, now: Instant, delay: std::time::Duration) {
+        if let Some(n) = &mut self.node {
+            n.handle_input_delay(now, delay);
+        }
+    }
+
     fn handle_timeout(&mut self, now: Instant) {
         if let Some(n) = &mut self.node {
             n.handle_timeout(now);

@@ -36,6 +36,9 @@ struct Counters {
     received: AtomicU64,
     garbage: AtomicU64,
     dropped: AtomicU64,
+    /// Input delays reported, and the longest, in microseconds.
+    delays: AtomicU64,
+    max_delay_us: AtomicU64,
 }
 
 type FiredLog = Arc<Mutex<Vec<(usize, Instant, Instant)>>>;
@@ -133,6 +136,12 @@ impl Endpoint for TestEp {
                 self.counters.garbage.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    fn handle_input_delay(&mut self, _now: Instant, delay: Duration) {
+        self.counters.delays.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.counters.max_delay_us.fetch_max(us, Ordering::Relaxed);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -742,7 +751,45 @@ macro_rules! suites {
     };
 }
 
+/// Datagrams that wait in a socket while its shard is busy are reported with at least
+/// that wait on kernel sockets (receive timestamps); the memory backend has no kernel
+/// queue and reports none.
+fn input_delay_is_reported(config: RuntimeConfig) {
+    let memory = config.backend == BackendChoice::Memory;
+    let h = host(config, 1);
+    let c = client(&h.rt);
+    echo(&c, h.addrs[0], &echo_frame(1));
+    let before = h.counters[0].delays.load(Ordering::Relaxed);
+    h.rt.command(h.ids[0], Cmd::Stall(Duration::from_millis(300)))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let sent = c.burst(&[0u8; 100], h.addrs[0], 10);
+    assert_eq!(sent, 10);
+    wait_until("the burst to be read", || {
+        h.counters[0].garbage.load(Ordering::Relaxed) >= 10
+    });
+    let delays = h.counters[0].delays.load(Ordering::Relaxed);
+    let max = Duration::from_micros(h.counters[0].max_delay_us.load(Ordering::Relaxed));
+    if memory {
+        assert_eq!(delays, 0, "the memory backend reported input delays");
+    } else {
+        assert!(
+            delays >= before + 10,
+            "{} of 10 datagrams came with a delay",
+            delays - before
+        );
+        // Sent about 50 ms into a 300 ms stall: each waited about 250 ms.
+        assert!(
+            max >= Duration::from_millis(150),
+            "longest reported delay {max:?}"
+        );
+        assert!(max < PATIENCE, "implausible delay {max:?}");
+    }
+    h.rt.shutdown().unwrap();
+}
+
 suites!(
+    input_delay_is_reported,
     exchange_between_many_endpoints,
     oversized_datagram_is_truncated_and_counted,
     burst_beyond_receive_buffers,

@@ -15,7 +15,7 @@
 //!   minimum that scales with `log10(N)`.
 #![deny(unsafe_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
@@ -105,6 +105,86 @@ impl LocalHealth {
     }
 }
 
+/// How late a node reads its input: the longest wait in the socket buffer among the
+/// datagrams read in the current window and the one before it, as the host reports them
+/// from the kernel's receive timestamps.
+///
+/// Lifeguard's local health infers a slow node from missed acks after the fact. The input
+/// delay measures it directly: an ack that arrived but waited unread looks exactly like
+/// one that never came, and a node whose input waits longer than its probe timeout would
+/// suspect members that answered in time. The two windows keep one reading alive for
+/// between one and two windows after the datagram that showed it, so that a node that reads
+/// little (a member few others know yet, during a cold start) does not pass for one that
+/// reads on time between two late datagrams; a node that has caught up reads zero within
+/// two windows. The node uses windows of two probe intervals: in 5000-node cold starts on
+/// two cores, windows of one gossip interval (a fifth of a period) left the cluster in a
+/// storm of false suspicions, and one period only damped it (`engine/ALGORITHM.md` §7.5).
+#[derive(Clone, Copy, Debug)]
+pub struct InputLag {
+    window: Duration,
+    start: Option<Instant>,
+    current: Duration,
+    previous: Duration,
+    peak: Duration,
+}
+
+impl InputLag {
+    /// A reading kept for windows of `window` (at least 1 ms).
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window: window.max(Duration::from_millis(1)),
+            start: None,
+            current: Duration::ZERO,
+            previous: Duration::ZERO,
+            peak: Duration::ZERO,
+        }
+    }
+
+    /// A datagram read at `now` had waited `delay`.
+    pub fn observe(&mut self, now: Instant, delay: Duration) {
+        match self.start {
+            Some(start) if now.saturating_duration_since(start) < self.window => {}
+            Some(start) => {
+                let windows =
+                    now.saturating_duration_since(start).as_nanos() / self.window.as_nanos().max(1);
+                self.previous = if windows == 1 {
+                    self.current
+                } else {
+                    Duration::ZERO
+                };
+                self.current = Duration::ZERO;
+                // Windows stay aligned to the first, so a steady trickle of reads does not
+                // stretch one window forever.
+                self.start = Some(start + self.window * windows as u32);
+            }
+            None => self.start = Some(now),
+        }
+        self.current = self.current.max(delay);
+        self.peak = self.peak.max(delay);
+    }
+
+    /// The input delay at `now`: the longest of this window and the last, or zero when
+    /// nothing was read for two windows.
+    pub fn get(&self, now: Instant) -> Duration {
+        let Some(start) = self.start else {
+            return Duration::ZERO;
+        };
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed < self.window {
+            self.current.max(self.previous)
+        } else if elapsed < self.window * 2 {
+            self.current
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// The longest delay ever observed.
+    pub fn peak(&self) -> Duration {
+        self.peak
+    }
+}
+
 /// Lifeguard's suspicion timeout after `confirmations` independent suspicions beyond the
 /// first, for a cluster of `n` members.
 ///
@@ -128,6 +208,13 @@ pub fn suspicion_timeout(
     let frac = ((f64::from(confirmations) + 1.0).ln() / (f64::from(k) + 1.0).ln()).min(1.0);
     let t = max.as_secs_f64() - (max.as_secs_f64() - min.as_secs_f64()) * frac;
     Duration::from_secs_f64(t.max(min.as_secs_f64()))
+}
+
+/// The longest a suspicion may last in a cluster of `n` members: `max_mult ·` the minimum
+/// of [`suspicion_timeout`], even where no confirmation can come to shorten it.
+pub fn longest_suspicion(n: usize, interval: Duration, mult: u32, max_mult: u32) -> Duration {
+    let scale = (n.max(1) as f64).log10().max(1.0);
+    interval.mul_f64(f64::from(mult) * scale) * max_mult.max(1)
 }
 
 /// Independent confirmations a suspicion waits for before it reaches its minimum timeout:
@@ -177,6 +264,28 @@ mod tests {
         }
         assert_eq!(order.next(&mut rng, |_| false, |v| v.push(NodeId(1))), None);
         assert_eq!(order.next(&mut rng, |_| true, |_| {}), None);
+    }
+
+    #[test]
+    fn input_lag_holds_a_reading_for_one_to_two_windows() {
+        let w = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let mut lag = InputLag::new(w);
+        assert_eq!(lag.get(t0), Duration::ZERO);
+        lag.observe(ms(0), Duration::from_millis(300));
+        lag.observe(ms(50), Duration::from_millis(20));
+        assert_eq!(lag.get(ms(99)), Duration::from_millis(300));
+        // The next window still remembers the last one's longest delay...
+        lag.observe(ms(120), Duration::from_millis(10));
+        assert_eq!(lag.get(ms(150)), Duration::from_millis(300));
+        // ... and forgets it once a whole window passed without it.
+        assert_eq!(lag.get(ms(210)), Duration::from_millis(10));
+        assert_eq!(lag.get(ms(300)), Duration::ZERO);
+        // A read after a long silence starts afresh: old readings are gone.
+        lag.observe(ms(1000), Duration::from_millis(5));
+        assert_eq!(lag.get(ms(1000)), Duration::from_millis(5));
+        assert_eq!(lag.peak(), Duration::from_millis(300));
     }
 
     #[test]

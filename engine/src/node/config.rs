@@ -88,6 +88,16 @@ pub struct NodeConfig {
     pub suspect_probers: Option<usize>,
     /// Time between gossip rounds, when updates are pending.
     pub gossip_interval: Duration,
+    /// Input delay beyond which this node counts as reading its input late. The host
+    /// reports how long each datagram waited in the socket before the node read it
+    /// ([`Node::handle_input_delay`](super::Node::handle_input_delay)); beyond this
+    /// delay the node's own queue could hold an ack or a refutation it has not read yet,
+    /// and more traffic only makes the queue longer. So while it lasts (a reading holds
+    /// for two to four probe intervals after the datagram that showed it), the node defers the
+    /// gossip rounds and push-pull rounds it starts (answers to its peers still go out), a
+    /// probe that got no answer raises no suspicion, and an expiring suspicion waits out
+    /// the delay (up to its longest timeout). Default: the gossip interval.
+    pub input_lag_limit: Duration,
     /// Members each gossip round (and each immediate push of a new update) goes to.
     pub gossip_fanout: usize,
     /// Time between push-pull anti-entropy rounds with a random live member.
@@ -159,6 +169,7 @@ impl NodeConfig {
             broadcast_depth: 64,
             suspect_probers: Some(4),
             gossip_interval: p / gossip_div,
+            input_lag_limit: p / gossip_div,
             gossip_fanout: 3,
             push_pull_interval: p * 15,
             dead_gossip_interval: p * 10,
@@ -207,6 +218,7 @@ impl NodeConfig {
             ("probe_interval", self.probe_interval),
             ("probe_timeout", self.probe_timeout),
             ("gossip_interval", self.gossip_interval),
+            ("input_lag_limit", self.input_lag_limit),
             ("push_pull_interval", self.push_pull_interval),
             ("dead_gossip_interval", self.dead_gossip_interval),
             ("join_retry", self.join_retry),

@@ -62,7 +62,9 @@ use crate::codec::{
     SummaryBucket,
 };
 use crate::crdt::{Kind, Op};
-use crate::detector::{expected_confirmations, suspicion_timeout, LocalHealth, ProbeOrder};
+use crate::detector::{
+    expected_confirmations, longest_suspicion, suspicion_timeout, InputLag, LocalHealth, ProbeOrder,
+};
 use crate::dissemination::{retransmit_limit, shared_limit, BroadcastQueue};
 use crate::membership::{bucket_of, Member, MemberRef, MemberTable, Merge, BUCKETS};
 use crate::placement::{self, NodeId, Router};
@@ -168,6 +170,18 @@ pub struct NodeStats {
     pub indirect_probes: u64,
     /// Probes abandoned because this node missed its own deadline (stalled).
     pub stalls: u64,
+    /// Longest wait of a datagram in this node's socket before the node read it, in
+    /// microseconds (from the host's reports, [`Node::handle_input_delay`]).
+    pub input_lag_peak_us: u64,
+    /// Probes left unjudged because this node read its input late (see
+    /// [`NodeConfig::input_lag_limit`]): no ack came, but one may have been waiting unread.
+    pub probes_unjudged: u64,
+    /// Gossip rounds deferred because this node read its input late.
+    pub gossip_deferred: u64,
+    /// Push-pull rounds deferred because this node read its input late.
+    pub push_pulls_deferred: u64,
+    /// Suspicion timeouts extended because this node read its input late.
+    pub suspicions_extended: u64,
     /// Suspicions this node raised.
     pub suspicions: u64,
     /// Members this node declared failed.
@@ -452,6 +466,8 @@ pub struct Node {
     broadcasts: BroadcastQueue,
     probe_order: ProbeOrder,
     health: LocalHealth,
+    /// How late this node reads its input.
+    lag: InputLag,
     seeds: Vec<SocketAddr>,
     out: VecDeque<Intent>,
     events: VecDeque<Event>,
@@ -563,6 +579,7 @@ impl Node {
             broadcasts: BroadcastQueue::default(),
             probe_order: ProbeOrder::default(),
             health: LocalHealth::new(config.awareness_max),
+            lag: InputLag::new(config.probe_interval * 2),
             seeds: Vec::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -786,6 +803,26 @@ impl Node {
             });
         }
         crdt::queue_acks(self, from, &ctx);
+    }
+
+    /// The next datagram waited `delay` in this node's socket before being read (the
+    /// host knows from the kernel's receive timestamp). See
+    /// [`NodeConfig::input_lag_limit`] for what the node does while it reads late.
+    pub fn handle_input_delay(&mut self, now: Instant, delay: Duration) {
+        self.lag.observe(now, delay);
+        self.stats.input_lag_peak_us =
+            u64::try_from(self.lag.peak().as_micros()).unwrap_or(u64::MAX);
+    }
+
+    /// How late this node reads its input now: the longest wait in its socket among the
+    /// datagrams it read in the last two to four probe intervals ([`InputLag`]).
+    pub fn input_lag(&self, now: Instant) -> Duration {
+        self.lag.get(now)
+    }
+
+    /// Whether this node reads its input later than [`NodeConfig::input_lag_limit`].
+    fn reads_late(&self, now: Instant) -> bool {
+        self.lag.get(now) > self.config.input_lag_limit
     }
 
     /// Timers due at or before `now` fire; spurious calls do nothing.
@@ -1411,6 +1448,12 @@ impl Node {
                 } else {
                     self.health.improve();
                 }
+            } else if self.reads_late(now) || p.indirect_at.is_some() {
+                // The ack may be waiting unread in this node's own socket, or the indirect
+                // probes were held back for that reason: the silence proves nothing about
+                // the target, only that this node is slow.
+                self.stats.probes_unjudged += 1;
+                self.health.degrade(1);
             } else {
                 self.stats.probe_failures += 1;
                 // Lifeguard's rule: each relay that did not even nack suggests this node's
@@ -1481,16 +1524,25 @@ impl Node {
     }
 
     fn probe_indirectly(&mut self, now: Instant) {
+        let late = self.reads_late(now);
+        let retry = now + self.config.input_lag_limit;
         let Some(p) = self.probe.as_mut() else { return };
-        p.indirect_at = None;
         if p.acked.is_some() {
+            p.indirect_at = None;
             return;
         }
+        if late {
+            // The direct ack may be waiting unread: asking three more members to probe
+            // would add load to a queue that is already long. Look again later; if the
+            // period ends first, the probe is left unjudged.
+            p.indirect_at = Some(retry);
+            return;
+        }
+        p.indirect_at = None;
         let (target, seq) = (p.target, p.seq);
         let Some(target_addr) = self.table.get(target).map(|m| m.addr) else {
             return;
         };
-        let _ = now;
         self.scratch_peers.clear();
         let exclude = [self.config.id, target];
         self.table.sample_live(
@@ -1620,6 +1672,26 @@ impl Node {
                 continue; // a stale heap entry; the live one is later
             }
             let inc = s.incarnation;
+            let lag = self.lag.get(now);
+            if lag > self.config.input_lag_limit {
+                // A refutation may be waiting unread in this node's socket: wait out the
+                // delay, but never past the longest timeout a suspicion can have.
+                let longest = longest_suspicion(
+                    self.table.live_count(),
+                    self.config.probe_interval,
+                    self.config.suspicion_mult,
+                    self.config.suspicion_max_mult,
+                );
+                let extended = (now + lag).min(s.started + longest);
+                if extended > now {
+                    self.stats.suspicions_extended += 1;
+                    if let Some(s) = self.suspicions.get_mut(&id) {
+                        s.deadline = extended;
+                    }
+                    self.suspicion_heap.push(Reverse((extended, id)));
+                    continue;
+                }
+            }
             self.suspicions.remove(&id);
             let still = self
                 .table
@@ -1656,6 +1728,14 @@ impl Node {
         if self.broadcasts.is_empty() {
             return;
         }
+        // A node reading late is slow or its machine saturated: another round of gossip
+        // would lengthen every queue it reaches, its own included, by the answers it
+        // draws. Its updates wait (a leaving node's goodbye does not).
+        if self.phase == Phase::Member && self.reads_late(now) {
+            self.stats.gossip_deferred += 1;
+            self.next_gossip = Some(now + self.config.gossip_interval);
+            return;
+        }
         self.push_now(now, self.config.gossip_fanout);
         // Pending updates keep the regular rhythm going until they are all sent out.
         self.next_gossip = Some(now + self.config.gossip_interval);
@@ -1681,6 +1761,14 @@ impl Node {
     }
 
     fn push_pull_tick(&mut self, now: Instant) {
+        if self.phase == Phase::Member && self.reads_late(now) {
+            // An exchange of summaries and differences is the costliest round: wait until
+            // this node reads its input on time.
+            self.stats.push_pulls_deferred += 1;
+            let retry = self.config.gossip_interval;
+            self.next_push_pull = Some(now + retry.mul_f64(0.75 + 0.5 * self.rng.random::<f64>()));
+            return;
+        }
         // A node that learned from its last push-pull pulls again one period later, for as
         // long as its pulls teach it something; then it waits the regular interval. Each
         // exchange costs two summaries plus the differences, so a node that is behind
@@ -2039,6 +2127,10 @@ impl Endpoint for Node {
         Node::handle_datagram(self, now, from, data);
     }
 
+    fn handle_input_delay(&mut self, now: Instant, delay: Duration) {
+        Node::handle_input_delay(self, now, delay);
+    }
+
     fn handle_timeout(&mut self, now: Instant) {
         Node::handle_timeout(self, now);
     }
@@ -2128,5 +2220,121 @@ mod tests {
         assert_eq!(sa.messages_in.get(0xee), (0, 0));
         assert_eq!(sa.messages_in.iter().count(), 16);
         assert_eq!(sa.messages_in.iter().last().unwrap().0, "unknown");
+    }
+
+    /// Two Local-preset nodes, `b` joined through `a`, run until both see each other.
+    fn joined_pair(now: Instant) -> ([Node; 2], Instant) {
+        let a = NodeConfig::new(Preset::Local, "127.0.0.1:7101".parse().unwrap(), b"t");
+        let b = NodeConfig::new(Preset::Local, "127.0.0.1:7102".parse().unwrap(), b"t");
+        let a_addr = a.addr;
+        let a = Node::new(a, now).unwrap();
+        let mut b = Node::new(b, now).unwrap();
+        b.handle_command(now, Command::Join(vec![a_addr]));
+        let mut nodes = [a, b];
+        let t = exchange(&mut nodes, now, 50, true, None);
+        assert!(nodes.iter().all(|n| n.live_count() == 2));
+        (nodes, t)
+    }
+
+    /// `steps` steps of 10 ms: timers fire, and `a` reads `b`'s datagrams (only when
+    /// `b_reaches_a`), each reported as having waited `lag` when given; `b` reads all of
+    /// `a`'s.
+    fn exchange(
+        nodes: &mut [Node; 2],
+        mut t: Instant,
+        steps: u32,
+        b_reaches_a: bool,
+        lag: Option<Duration>,
+    ) -> Instant {
+        let mut buf = Vec::new();
+        for _ in 0..steps {
+            t += Duration::from_millis(10);
+            for i in 0..2 {
+                let [a, b] = &mut *nodes;
+                // i == 0: b's datagrams to a; i == 1: a's to b.
+                let (from, to) = if i == 0 { (b, a) } else { (a, b) };
+                let deliver = i == 1 || b_reaches_a;
+                let from_addr = from.addr();
+                from.handle_timeout(t);
+                while from.poll_transmit(t, &mut buf).is_some() {
+                    if deliver {
+                        if let (0, Some(d)) = (i, lag) {
+                            to.handle_input_delay(t, d);
+                        }
+                        to.handle_datagram(t, from_addr, &mut buf);
+                    }
+                    buf.clear();
+                }
+            }
+            // A node that reads late keeps seeing late datagrams even from quiet peers.
+            if let Some(d) = lag {
+                nodes[0].handle_input_delay(t, d);
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn a_node_that_reads_late_leaves_silent_probes_unjudged() {
+        let now = Instant::now();
+        // Control: b falls silent, and a, reading on time, suspects it.
+        let (mut on_time, t) = joined_pair(now);
+        exchange(&mut on_time, t, 300, false, None);
+        assert!(
+            on_time[0].stats().suspicions >= 1,
+            "{:?}",
+            on_time[0].stats()
+        );
+
+        // The same silence while a's own input waits a second in its socket: the missing
+        // acks may be waiting unread, so a accuses no one, and holds back its gossip.
+        let (mut late, t) = joined_pair(now);
+        let lag = Duration::from_secs(1);
+        let t = exchange(&mut late, t, 300, false, Some(lag));
+        assert_eq!(late[0].input_lag(t), lag);
+        let st = late[0].stats();
+        assert_eq!(st.suspicions, 0, "{st:?}");
+        assert!(st.probes_unjudged >= 1, "{st:?}");
+        assert_eq!(st.input_lag_peak_us, 1_000_000);
+
+        // Once a reads on time again, the silence counts: b is suspected.
+        exchange(&mut late, t, 300, false, None);
+        assert!(late[0].stats().suspicions >= 1, "{:?}", late[0].stats());
+    }
+
+    #[test]
+    fn a_suspicion_waits_out_the_input_delay_but_not_past_its_longest_timeout() {
+        let now = Instant::now();
+        let (mut nodes, t) = joined_pair(now);
+        // b falls silent until a suspects it.
+        let mut t = t;
+        while nodes[0].stats().suspicions == 0 {
+            t = exchange(&mut nodes, t, 10, false, None);
+        }
+        let suspected = t;
+        let c = nodes[0].config.clone();
+        let shortest = suspicion_timeout(
+            2,
+            c.probe_interval,
+            c.suspicion_mult,
+            c.suspicion_max_mult,
+            0,
+        );
+        // a now reads late: its suspicion outlives the usual timeout...
+        let lag = Duration::from_millis(500);
+        while t < suspected + shortest + c.probe_interval {
+            t = exchange(&mut nodes, t, 10, false, Some(lag));
+        }
+        let st = nodes[0].stats();
+        assert_eq!(st.declared_dead, 0, "{st:?}");
+        assert!(st.suspicions_extended >= 1, "{st:?}");
+        // ... but the longest a suspicion may last still bounds it.
+        let longest =
+            longest_suspicion(2, c.probe_interval, c.suspicion_mult, c.suspicion_max_mult);
+        assert_eq!(longest, shortest * c.suspicion_max_mult);
+        while t < suspected + longest + c.probe_interval {
+            t = exchange(&mut nodes, t, 10, false, Some(lag));
+        }
+        assert_eq!(nodes[0].stats().declared_dead, 1, "{:?}", nodes[0].stats());
     }
 }

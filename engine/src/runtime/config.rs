@@ -51,6 +51,11 @@ pub struct RuntimeConfig {
     pub socket_recv_buffer: Option<usize>,
     /// `SO_SNDBUF` to request for every socket, or `None` for the system default.
     pub socket_send_buffer: Option<usize>,
+    /// Ask the kernel to stamp every received datagram (`SO_TIMESTAMPNS`), so each
+    /// endpoint learns how long its input waited in the socket buffer
+    /// ([`Endpoint::handle_input_delay`](super::Endpoint::handle_input_delay)). Default:
+    /// true. The memory backend has no kernel queue and reports no delays.
+    pub receive_timestamps: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -63,6 +68,7 @@ impl Default for RuntimeConfig {
             recv_buffers: 1024,
             socket_recv_buffer: None,
             socket_send_buffer: None,
+            receive_timestamps: true,
         }
     }
 }

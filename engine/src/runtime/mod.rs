@@ -129,6 +129,16 @@ pub trait Endpoint: Send + 'static {
     /// The runtime never parses the bytes: garbage is the endpoint's to reject.
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]);
 
+    /// The datagram about to be handed to [`handle_datagram`](Self::handle_datagram)
+    /// waited `delay` in the socket's receive buffer before this endpoint's shard read it
+    /// (from the kernel's receive timestamp, [`RuntimeConfig::receive_timestamps`]). A
+    /// growing delay means the endpoint reads its input late: its peers' answers reach it
+    /// that much after they arrived. Called only where the socket gives stamps; the
+    /// default ignores it.
+    fn handle_input_delay(&mut self, now: Instant, delay: std::time::Duration) {
+        let _ = (now, delay);
+    }
+
     /// The deadline last returned by [`poll_timeout`](Self::poll_timeout) has passed
     /// (`now` is at or after it). Spurious calls must be harmless.
     fn handle_timeout(&mut self, now: Instant);
@@ -526,6 +536,11 @@ impl<E: Endpoint> Runtime<E> {
         }
         socket.bind(&bind.into()).map_err(err)?;
         let socket: std::net::UdpSocket = socket.into();
+        // A kernel that refuses stamps leaves the endpoint without delay reports; the
+        // datagrams themselves are unaffected.
+        if self.config.receive_timestamps && !backend::enable_rx_timestamps(&socket) {
+            tracing::debug!(addr = %bind, "receive timestamps unavailable");
+        }
         let local = socket.local_addr().map_err(err)?;
         Ok((socket, local))
     }

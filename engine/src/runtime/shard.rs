@@ -11,7 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
 
@@ -446,13 +446,23 @@ impl<'a, E: Endpoint> Core<'a, E> {
 }
 
 impl<E: Endpoint> Sink for Core<'_, E> {
-    fn datagram(&mut self, now: Instant, key: SlotKey, from: SocketAddr, data: &mut [u8]) {
+    fn datagram(
+        &mut self,
+        now: Instant,
+        key: SlotKey,
+        from: SocketAddr,
+        data: &mut [u8],
+        waited: Option<Duration>,
+    ) {
         let Some(s) = Self::live_slot(&mut self.slots, key) else {
             return;
         };
         ShardStats::add(&self.stats.datagrams_in, 1);
         ShardStats::add(&self.stats.bytes_in, data.len() as u64);
         match catch_unwind(AssertUnwindSafe(|| {
+            if let Some(delay) = waited {
+                s.endpoint.handle_input_delay(now, delay);
+            }
             s.endpoint.handle_datagram(now, from, data)
         })) {
             Ok(()) => self.schedule(key.slot),

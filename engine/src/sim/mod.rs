@@ -30,8 +30,10 @@
 //!   it are lost), restarted at the same address with a fresh endpoint, or paused like a
 //!   process stalled by a GC pause or a stopped VM: no timeouts and no deliveries until it
 //!   resumes, datagrams and commands queue meanwhile (datagrams up to
-//!   [`SimConfig::pause_queue_limit`]), and at resume the endpoint gets the queue, then a
-//!   late `handle_timeout` if its deadline passed.
+//!   [`SimConfig::pause_queue_limit`]), and at resume the endpoint gets the queue, each
+//!   datagram after a `handle_input_delay` with how long it waited (as a kernel socket's
+//!   receive timestamp tells the runtime), then a late `handle_timeout` if its deadline
+//!   passed.
 //! - **Size.** Datagrams longer than [`SimConfig::max_datagram_size`] are counted in
 //!   [`SimStats::oversize`] and dropped, as the runtime drops them.
 //!
@@ -312,7 +314,12 @@ impl<E: Endpoint> Slot<E> {
 }
 
 enum Pending<C> {
-    Datagram { from: u32, data: Vec<u8> },
+    /// A datagram that reached a paused node at virtual time `arrived`.
+    Datagram {
+        from: u32,
+        data: Vec<u8>,
+        arrived: u64,
+    },
     Command(C),
 }
 
@@ -690,7 +697,7 @@ impl<E: Endpoint> Sim<E> {
         slot.pending_datagrams = 0;
         let mut pending = std::mem::take(&mut slot.pending);
         for p in pending.drain(..) {
-            if let Pending::Datagram { from, data } = p {
+            if let Pending::Datagram { from, data, .. } = p {
                 self.net.queued -= 1;
                 self.net
                     .counters
@@ -1031,7 +1038,11 @@ impl<E: Endpoint> Sim<E> {
         } else if slot.paused_until.is_none() {
             self.hand_datagram(to, from, data);
         } else if slot.pending_datagrams < self.net.config.pause_queue_limit {
-            slot.pending.push_back(Pending::Datagram { from, data });
+            slot.pending.push_back(Pending::Datagram {
+                from,
+                data,
+                arrived: self.net.now,
+            });
             slot.pending_datagrams += 1;
             self.net.queued += 1;
         } else {
@@ -1084,8 +1095,18 @@ impl<E: Endpoint> Sim<E> {
         let mut pending = std::mem::take(&mut slot.pending);
         for p in pending.drain(..) {
             match p {
-                Pending::Datagram { from, data } => {
+                Pending::Datagram {
+                    from,
+                    data,
+                    arrived,
+                } => {
                     self.net.queued -= 1;
+                    // Like a kernel socket's receive timestamp: the datagram waited
+                    // from its arrival until the node resumed.
+                    let delay = Duration::from_nanos(self.net.now.saturating_sub(arrived));
+                    if let Some(ep) = self.nodes[i].endpoint.as_mut() {
+                        ep.handle_input_delay(now, delay);
+                    }
                     self.hand_datagram(i, from, data);
                 }
                 Pending::Command(cmd) => {

@@ -121,6 +121,9 @@ pub(crate) struct Observatory {
     /// Suspicions and failure declarations of members that were not killed.
     pub(crate) false_suspicions: AtomicU64,
     pub(crate) false_declarations: AtomicU64,
+    /// Longest wait of a datagram in a node's socket before its shard read it, in
+    /// microseconds, since the last step took it (receive timestamps).
+    pub(crate) input_lag_peak_us: AtomicU64,
     pub(crate) faults: Faults,
     /// While set, datagrams between nodes of different groups (index parity) are dropped.
     pub(crate) partitioned: AtomicBool,
@@ -140,6 +143,7 @@ impl Observatory {
             killed: (0..nodes).map(|_| AtomicBool::new(false)).collect(),
             false_suspicions: AtomicU64::new(0),
             false_declarations: AtomicU64::new(0),
+            input_lag_peak_us: AtomicU64::new(0),
             faults,
             partitioned: AtomicBool::new(false),
             index_of: OnceLock::new(),
@@ -275,6 +279,17 @@ impl Host {
 
 impl Endpoint for Host {
     type Command = HostCmd;
+
+    fn handle_input_delay(&mut self, now: Instant, delay: Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        // Most reports are below the peak: a read of the shared word, no write.
+        if us > self.obs.input_lag_peak_us.load(Ordering::Relaxed) {
+            self.obs.input_lag_peak_us.fetch_max(us, Ordering::Relaxed);
+        }
+        if let Some(node) = &mut self.node {
+            node.handle_input_delay(now, delay);
+        }
+    }
 
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) {
         if self.node.is_none() || self.cut_off(from) {

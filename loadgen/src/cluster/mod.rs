@@ -284,6 +284,9 @@ pub(crate) struct Usage {
     pub(crate) peak_backlog_bytes: u64,
     /// Sockets holding unread datagrams at that peak.
     pub(crate) peak_backlog_sockets: u64,
+    /// The longest any datagram waited in a node's socket before its shard read it, in
+    /// milliseconds (the kernel's receive timestamps; 0 where sockets give none).
+    pub(crate) peak_input_lag_ms: f64,
     /// Sends the runtime could not complete (dropped datagrams).
     pub(crate) send_errors: u64,
     /// Times a socket's receive paused because every receive buffer was in use.
@@ -581,6 +584,7 @@ struct Meter {
 impl Meter {
     fn start(c: &Cluster) -> Self {
         c.backlog.take_peak();
+        c.obs.input_lag_peak_us.store(0, Ordering::Relaxed);
         let s = c.rt.stats();
         Self {
             at: Instant::now(),
@@ -620,6 +624,7 @@ impl Meter {
             kernel_drops: sys::udp_receive_errors().saturating_sub(self.drops),
             peak_backlog_bytes: backlog.bytes,
             peak_backlog_sockets: backlog.sockets,
+            peak_input_lag_ms: c.obs.input_lag_peak_us.swap(0, Ordering::Relaxed) as f64 / 1e3,
             send_errors: (s.send_errors + s.send_queue_full)
                 .saturating_sub(self.start.send_errors + self.start.send_queue_full),
             recv_buffers_exhausted: s

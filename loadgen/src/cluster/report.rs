@@ -117,7 +117,7 @@ pub(crate) fn step_line(r: &StepRecord, period: Duration) -> String {
     }
     let _ = write!(
         s,
-        "; false suspicions {}, false declarations {}; {:.0} B/node/s, CPU {:.0}%; kernel drops {}, unread at most {:.1} MB in {} sockets, send errors {}, receive pauses {}",
+        "; false suspicions {}, false declarations {}; {:.0} B/node/s, CPU {:.0}%; kernel drops {}, unread at most {:.1} MB in {} sockets, input read up to {:.0} ms late, send errors {}, receive pauses {}",
         r.false_suspicions,
         r.false_declarations,
         r.usage.bytes_per_node_s,
@@ -125,6 +125,7 @@ pub(crate) fn step_line(r: &StepRecord, period: Duration) -> String {
         r.usage.kernel_drops,
         r.usage.peak_backlog_bytes as f64 / 1e6,
         r.usage.peak_backlog_sockets,
+        r.usage.peak_input_lag_ms,
         r.usage.send_errors,
         r.usage.recv_buffers_exhausted
     );
@@ -143,7 +144,7 @@ pub(crate) fn step_line(r: &StepRecord, period: Duration) -> String {
     s
 }
 
-const HEADER: [&str; 17] = [
+const HEADER: [&str; 18] = [
     "step",
     "nodes",
     "first ms",
@@ -160,10 +161,11 @@ const HEADER: [&str; 17] = [
     "CPU %",
     "kernel drops",
     "unread MB",
+    "lag ms",
     "wall s",
 ];
 
-fn rows(rec: &RunRecord) -> Vec<[String; 17]> {
+fn rows(rec: &RunRecord) -> Vec<[String; 18]> {
     rec.steps
         .iter()
         .map(|r| {
@@ -189,6 +191,7 @@ fn rows(rec: &RunRecord) -> Vec<[String; 17]> {
                 format!("{:.0}", r.usage.cpu_share * 100.0),
                 r.usage.kernel_drops.to_string(),
                 format!("{:.1}", r.usage.peak_backlog_bytes as f64 / 1e6),
+                format!("{:.0}", r.usage.peak_input_lag_ms),
                 format!("{:.1}", r.usage.seconds),
             ]
         })

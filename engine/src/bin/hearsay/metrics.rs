@@ -280,6 +280,31 @@ pub(crate) fn render(s: &Snapshot) -> String {
         "Probes abandoned because this node missed its own deadline.",
         st.stalls,
     );
+    o.gauge(
+        "hearsay_input_lag_peak_seconds",
+        "Longest a datagram waited in this node's socket before it was read.",
+        st.input_lag_peak_us as f64 / 1e6,
+    );
+    o.counter(
+        "hearsay_probes_unjudged_total",
+        "Probes left unjudged because this node read its input late.",
+        st.probes_unjudged,
+    );
+    o.counter(
+        "hearsay_gossip_deferred_total",
+        "Gossip rounds deferred because this node read its input late.",
+        st.gossip_deferred,
+    );
+    o.counter(
+        "hearsay_push_pulls_deferred_total",
+        "Push-pull rounds deferred because this node read its input late.",
+        st.push_pulls_deferred,
+    );
+    o.counter(
+        "hearsay_suspicions_extended_total",
+        "Suspicion timeouts extended because this node read its input late.",
+        st.suspicions_extended,
+    );
     o.counter(
         "hearsay_suspicions_total",
         "Suspicions this node raised.",

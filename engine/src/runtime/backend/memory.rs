@@ -712,7 +712,7 @@ impl MemoryDriver {
                 if datagram.truncated {
                     ShardStats::add(&self.stats.truncated, 1);
                 } else {
-                    sink.datagram(now, key, datagram.from, &mut datagram.buf);
+                    sink.datagram(now, key, datagram.from, &mut datagram.buf, None);
                 }
                 self.recycle(datagram.buf);
             }
@@ -1023,7 +1023,14 @@ mod tests {
     struct Collect(Vec<(SlotKey, SocketAddr, Vec<u8>)>);
 
     impl Sink for Collect {
-        fn datagram(&mut self, _now: Instant, key: SlotKey, from: SocketAddr, data: &mut [u8]) {
+        fn datagram(
+            &mut self,
+            _now: Instant,
+            key: SlotKey,
+            from: SocketAddr,
+            data: &mut [u8],
+            _: Option<Duration>,
+        ) {
             self.0.push((key, from, data.to_vec()));
         }
     }

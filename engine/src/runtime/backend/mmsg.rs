@@ -12,7 +12,7 @@ use std::os::fd::AsRawFd;
 
 use socket2::SockAddr;
 
-use super::{parse_sockaddr, Sink, SlotKey};
+use super::{parse_rx_timestamp, parse_sockaddr, waited, wall_clock, Sink, SlotKey, CONTROL_LEN};
 use crate::runtime::stats::ShardStats;
 
 /// Datagrams per syscall.
@@ -38,6 +38,8 @@ pub(crate) struct RecvBatch {
     bufs: Box<[u8]>,
     buf_len: usize,
     names: Box<[[u8; NAME_LEN]]>,
+    /// One control buffer per datagram, for its receive timestamp.
+    controls: Box<[[u8; CONTROL_LEN]]>,
     iovs: Box<[libc::iovec]>,
     msgs: Box<[libc::mmsghdr]>,
 }
@@ -50,6 +52,8 @@ pub(crate) struct Received<'a> {
     pub(crate) data: &'a mut [u8],
     /// The datagram was longer than the buffer and the kernel cut it (`MSG_TRUNC`).
     pub(crate) truncated: bool,
+    /// When the kernel received it (since the Unix epoch), if the socket stamps datagrams.
+    pub(crate) stamp: Option<std::time::Duration>,
 }
 
 impl RecvBatch {
@@ -59,6 +63,7 @@ impl RecvBatch {
             bufs: vec![0; BATCH * buf_len].into_boxed_slice(),
             buf_len,
             names: vec![[0; NAME_LEN]; BATCH].into_boxed_slice(),
+            controls: vec![[0; CONTROL_LEN]; BATCH].into_boxed_slice(),
             iovs: (0..BATCH).map(|_| empty_iovec()).collect(),
             msgs: (0..BATCH).map(|_| zeroed_mmsghdr()).collect(),
         }
@@ -76,22 +81,24 @@ impl RecvBatch {
         }
         let iov_base = self.iovs.as_mut_ptr();
         let name_base = self.names.as_mut_ptr();
+        let control_base = self.controls.as_mut_ptr();
         for (i, msg) in self.msgs.iter_mut().enumerate() {
             let hdr = &mut msg.msg_hdr;
             hdr.msg_name = name_base.wrapping_add(i).cast();
             hdr.msg_namelen = NAME_LEN as libc::socklen_t;
             hdr.msg_iov = iov_base.wrapping_add(i);
             hdr.msg_iovlen = 1;
-            hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_controllen = 0;
+            hdr.msg_control = control_base.wrapping_add(i).cast();
+            hdr.msg_controllen = CONTROL_LEN as _;
             hdr.msg_flags = 0;
             msg.msg_len = 0;
         }
         // SAFETY: (1) `msgs` holds BATCH headers, matching `vlen`; (2) header i points at
-        // name buffer i (NAME_LEN bytes, as `msg_namelen` says) and iovec i, which points
-        // at buffer i (`buf_len` bytes inside `bufs`); all are owned by `self`, which is
+        // name buffer i (NAME_LEN bytes, as `msg_namelen` says), control buffer i
+        // (CONTROL_LEN bytes, as `msg_controllen` says) and iovec i, which points at
+        // buffer i (`buf_len` bytes inside `bufs`); all are owned by `self`, which is
         // borrowed mutably for the call, and none was reborrowed after its pointer was
-        // taken above; (3) no control buffer; (4) `socket` keeps the descriptor open for
+        // taken above; (3) the kernel writes no more than those lengths; (4) `socket` keeps the descriptor open for
         // the call; (5) with a null timeout the kernel keeps no pointer after returning.
         let n = unsafe {
             libc::recvmmsg(
@@ -121,11 +128,15 @@ impl RecvBatch {
         stats: &ShardStats,
     ) -> io::Result<usize> {
         let n = self.recv(socket)?;
+        let wall = wall_clock();
         for i in 0..n {
             let received = self.get(i);
             match received.from {
                 _ if received.truncated => ShardStats::add(&stats.truncated, 1),
-                Some(from) => sink.datagram(now, key, from, received.data),
+                Some(from) => {
+                    let waited = waited(wall, received.stamp);
+                    sink.datagram(now, key, from, received.data, waited)
+                }
                 None => ShardStats::add(&stats.recv_errors, 1),
             }
         }
@@ -139,11 +150,16 @@ impl RecvBatch {
         let name_len = (msg.msg_hdr.msg_namelen as usize).min(NAME_LEN);
         let truncated = msg.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
         let from = parse_sockaddr(&self.names[i][..name_len]);
+        // `msg_controllen` is a `size_t` on glibc and a `socklen_t` on musl.
+        #[allow(clippy::unnecessary_cast)]
+        let control_len = (msg.msg_hdr.msg_controllen as usize).min(CONTROL_LEN);
+        let stamp = parse_rx_timestamp(&self.controls[i][..control_len]);
         let start = i * self.buf_len;
         Received {
             from,
             data: &mut self.bufs[start..start + len],
             truncated,
+            stamp,
         }
     }
 }

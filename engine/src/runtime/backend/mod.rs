@@ -12,7 +12,7 @@ pub(crate) mod uring;
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::{BackendChoice, BackendInfo, BackendKind, RuntimeConfig, RuntimeError};
 
@@ -66,6 +66,100 @@ pub(crate) fn parse_sockaddr(name: &[u8]) -> Option<SocketAddr> {
     }
 }
 
+/// Bytes of a `cmsghdr`, and the alignment of every control message and its data.
+const CMSG_HDR_LEN: usize = std::mem::size_of::<libc::cmsghdr>();
+const CMSG_ALIGN: usize = std::mem::size_of::<usize>();
+
+const fn cmsg_align(len: usize) -> usize {
+    (len + CMSG_ALIGN - 1) & !(CMSG_ALIGN - 1)
+}
+
+/// Control buffer space for one receive timestamp (`CMSG_SPACE` of a `timespec`).
+pub(crate) const CONTROL_LEN: usize =
+    cmsg_align(CMSG_HDR_LEN) + cmsg_align(std::mem::size_of::<libc::timespec>());
+
+/// Asks the kernel to stamp every datagram `socket` receives with its arrival time
+/// (`SO_TIMESTAMPNS`), which the drivers read from the control buffer. Returns whether the
+/// kernel agreed; without it datagrams simply carry no stamp.
+pub(crate) fn enable_rx_timestamps(socket: &UdpSocket) -> bool {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `optlen` bytes from `optval`, which points at a live c_int
+    // of that size; the descriptor is open for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
+}
+
+/// Reads a native-endian signed integer of 4 or 8 bytes.
+fn read_int(bytes: &[u8]) -> Option<i64> {
+    match bytes.len() {
+        4 => Some(i64::from(i32::from_ne_bytes(bytes.try_into().ok()?))),
+        8 => Some(i64::from_ne_bytes(bytes.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+/// The kernel's receive timestamp (`SCM_TIMESTAMPNS`) in the control messages `control`
+/// holds, as a time since the Unix epoch. Every length is checked against the buffer; a
+/// control area without a well-formed stamp gives `None`.
+pub(crate) fn parse_rx_timestamp(control: &[u8]) -> Option<Duration> {
+    let len_size = std::mem::size_of::<usize>();
+    let mut off = 0;
+    while off + CMSG_HDR_LEN <= control.len() {
+        let cmsg_len = usize::from_ne_bytes(control.get(off..off + len_size)?.try_into().ok()?);
+        let level = i32::from_ne_bytes(
+            control
+                .get(off + len_size..off + len_size + 4)?
+                .try_into()
+                .ok()?,
+        );
+        let kind = i32::from_ne_bytes(
+            control
+                .get(off + len_size + 4..off + len_size + 8)?
+                .try_into()
+                .ok()?,
+        );
+        if cmsg_len < CMSG_HDR_LEN || off + cmsg_len > control.len() {
+            return None;
+        }
+        if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS {
+            let data = &control[off + cmsg_align(CMSG_HDR_LEN)..off + cmsg_len];
+            let sec_len = std::mem::size_of::<libc::time_t>();
+            let nsec_len = std::mem::size_of::<libc::c_long>();
+            let sec = read_int(data.get(..sec_len)?)?;
+            let nsec = read_int(data.get(sec_len..sec_len + nsec_len)?)?;
+            if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+                return None;
+            }
+            return Some(Duration::new(sec as u64, nsec as u32));
+        }
+        off += cmsg_align(cmsg_len);
+    }
+    None
+}
+
+/// The system clock as a time since the Unix epoch, to compare with receive stamps.
+pub(crate) fn wall_clock() -> Duration {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// How long a datagram stamped `stamp` waited before being read at `wall` (both from
+/// the system clock, read moments apart on one machine). A stamp after `wall` (the clock
+/// was stepped back between them) counts as no wait.
+pub(crate) fn waited(wall: Duration, stamp: Option<Duration>) -> Option<Duration> {
+    stamp.map(|s| wall.saturating_sub(s))
+}
+
 /// Names one endpoint's socket inside a shard. `generation` changes every time a slot is
 /// reused, so late completions for a removed socket are recognised and ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +173,17 @@ pub(crate) const GENERATION_MASK: u32 = (1 << 28) - 1;
 
 /// Where a driver delivers received datagrams.
 pub(crate) trait Sink {
-    /// A datagram of at most the maximum size arrived on the socket of `key`.
-    fn datagram(&mut self, now: Instant, key: SlotKey, from: SocketAddr, data: &mut [u8]);
+    /// A datagram of at most the maximum size arrived on the socket of `key`, after
+    /// waiting `waited` in the kernel (from its receive timestamp; `None` when the socket
+    /// gives none).
+    fn datagram(
+        &mut self,
+        now: Instant,
+        key: SlotKey,
+        from: SocketAddr,
+        data: &mut [u8],
+        waited: Option<Duration>,
+    );
 }
 
 /// Platform I/O for one shard.
@@ -142,4 +245,106 @@ pub(crate) fn choose(config: &RuntimeConfig) -> Result<BackendInfo, RuntimeError
 /// skip it).
 pub fn io_uring_support(config: &RuntimeConfig) -> Result<(), String> {
     uring::probe(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A control message as the kernel lays it out: header, data, padding to alignment.
+    fn cmsg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
+        let len = cmsg_align(CMSG_HDR_LEN) + data.len();
+        let mut v = Vec::new();
+        v.extend_from_slice(&len.to_ne_bytes());
+        v.extend_from_slice(&level.to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.resize(cmsg_align(CMSG_HDR_LEN), 0);
+        v.extend_from_slice(data);
+        v.resize(cmsg_align(len), 0);
+        v
+    }
+
+    fn timespec(sec: i64, nsec: i64) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&sec.to_ne_bytes());
+        v.extend_from_slice(&nsec.to_ne_bytes());
+        v
+    }
+
+    #[test]
+    fn receive_timestamp_is_found_among_control_messages() {
+        let stamp = cmsg(
+            libc::SOL_SOCKET,
+            libc::SCM_TIMESTAMPNS,
+            &timespec(1_700_000_000, 5),
+        );
+        assert_eq!(stamp.len(), CONTROL_LEN);
+        assert_eq!(
+            parse_rx_timestamp(&stamp),
+            Some(Duration::new(1_700_000_000, 5))
+        );
+        // After another message (an IP-level one the socket did not ask for).
+        let mut two = cmsg(libc::IPPROTO_IP, libc::IP_TTL, &64i32.to_ne_bytes());
+        two.extend_from_slice(&stamp);
+        assert_eq!(
+            parse_rx_timestamp(&two),
+            Some(Duration::new(1_700_000_000, 5))
+        );
+    }
+
+    #[test]
+    fn malformed_control_messages_give_no_timestamp() {
+        let good = cmsg(libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS, &timespec(10, 20));
+        // Cut anywhere short of the whole message.
+        for cut in 0..good.len() - 1 {
+            assert_eq!(parse_rx_timestamp(&good[..cut]), None, "cut at {cut}");
+        }
+        // Another type, a nanosecond field out of range, a negative time.
+        assert_eq!(
+            parse_rx_timestamp(&cmsg(
+                libc::SOL_SOCKET,
+                libc::SCM_TIMESTAMP,
+                &timespec(10, 20)
+            )),
+            None
+        );
+        for (sec, nsec) in [(10, 1_000_000_000), (10, -1), (-1, 0)] {
+            let bad = cmsg(
+                libc::SOL_SOCKET,
+                libc::SCM_TIMESTAMPNS,
+                &timespec(sec, nsec),
+            );
+            assert_eq!(parse_rx_timestamp(&bad), None, "{sec} {nsec}");
+        }
+        // A header whose length is shorter than itself, or runs past the buffer.
+        let mut short = good.clone();
+        short[..std::mem::size_of::<usize>()].copy_from_slice(&3usize.to_ne_bytes());
+        assert_eq!(parse_rx_timestamp(&short), None);
+        let mut long = good;
+        long[..std::mem::size_of::<usize>()].copy_from_slice(&4096usize.to_ne_bytes());
+        assert_eq!(parse_rx_timestamp(&long), None);
+    }
+
+    #[test]
+    fn waited_never_goes_negative() {
+        let wall = Duration::from_secs(100);
+        assert_eq!(waited(wall, None), None);
+        assert_eq!(
+            waited(wall, Some(Duration::from_secs(99))),
+            Some(Duration::from_secs(1))
+        );
+        // A clock stepped back between the stamp and the read.
+        assert_eq!(
+            waited(wall, Some(Duration::from_secs(101))),
+            Some(Duration::ZERO)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_control_bytes_parse_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_rx_timestamp(&bytes);
+        }
+    }
 }

@@ -560,7 +560,14 @@ mod tests {
     struct Count(u64);
 
     impl Sink for Count {
-        fn datagram(&mut self, _: Instant, _: SlotKey, _: SocketAddr, _: &mut [u8]) {
+        fn datagram(
+            &mut self,
+            _: Instant,
+            _: SlotKey,
+            _: SocketAddr,
+            _: &mut [u8],
+            _: Option<Duration>,
+        ) {
             self.0 += 1;
         }
     }

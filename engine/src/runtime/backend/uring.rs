@@ -57,7 +57,10 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring, Probe};
 use socket2::SockAddr;
 
 use super::mmsg::{RecvBatch, BATCH};
-use super::{parse_sockaddr, BoundSocket, Driver, Sink, SlotKey, GENERATION_MASK};
+use super::{
+    parse_rx_timestamp, parse_sockaddr, waited, wall_clock, BoundSocket, Driver, Sink, SlotKey,
+    CONTROL_LEN, GENERATION_MASK,
+};
 use crate::runtime::stats::ShardStats;
 use crate::runtime::wake::Waker;
 use crate::runtime::RuntimeConfig;
@@ -303,8 +306,9 @@ pub(crate) struct UringDriver {
     // Declared first so it drops first: the kernel lets go of everything below.
     ring: IoUring,
     bufs: Option<BufRing>,
-    /// Template for multishot receives: only `msg_namelen` (and a zero control length)
-    /// matter; boxed so its address is stable while receives are armed.
+    /// Template for multishot receives: only `msg_namelen` and `msg_controllen` matter
+    /// (the kernel lays each datagram's name and control messages out in its provided
+    /// buffer by them); boxed so its address is stable while receives are armed.
     recv_msghdr: Box<libc::msghdr>,
     /// Boxed on purpose: the kernel holds pointers into each slot, which must not move
     /// when the Vec grows.
@@ -323,6 +327,9 @@ pub(crate) struct UringDriver {
     cancelling: usize,
     pool: Vec<Vec<u8>>,
     completions: Vec<(u64, i32, u32)>,
+    /// The system clock when the current batch of completions was taken, to tell how long
+    /// each datagram waited from its receive timestamp.
+    wall: Duration,
     /// Reaps so far (wrapping): tells a socket's burst count of this reap from an old one.
     reaps: u32,
     /// Sockets whose multishot receive delivered a full batch in this reap, and sockets
@@ -351,7 +358,14 @@ const HOT_CALLS: usize = 64;
 struct DiscardSink<'a>(&'a ShardStats);
 
 impl Sink for DiscardSink<'_> {
-    fn datagram(&mut self, _: Instant, _: SlotKey, _: SocketAddr, _: &mut [u8]) {
+    fn datagram(
+        &mut self,
+        _: Instant,
+        _: SlotKey,
+        _: SocketAddr,
+        _: &mut [u8],
+        _: Option<Duration>,
+    ) {
         ShardStats::add(&self.0.recv_errors, 1);
     }
 }
@@ -409,12 +423,14 @@ impl UringDriver {
         let sendto = kernel_at_least(6, 1);
         let bufs = BufRing::new(
             config.recv_buffers,
-            RECVMSG_OUT_LEN + NAME_LEN + config.max_datagram_size,
+            RECVMSG_OUT_LEN + NAME_LEN + CONTROL_LEN + config.max_datagram_size,
         )?;
         bufs.register(&ring)?;
         let fixed_files = register_file_table(&ring);
         let mut recv_msghdr = Box::new(zeroed_msghdr());
         recv_msghdr.msg_namelen = NAME_LEN as libc::socklen_t;
+        // Room for the receive timestamp of sockets that stamp datagrams.
+        recv_msghdr.msg_controllen = CONTROL_LEN as _;
         let mut driver = UringDriver {
             ring,
             bufs: Some(bufs),
@@ -428,6 +444,7 @@ impl UringDriver {
             cancelling: 0,
             pool: Vec::new(),
             completions: Vec::with_capacity(SQ_ENTRIES as usize * 8),
+            wall: Duration::ZERO,
             reaps: 0,
             hot: Vec::new(),
             still_hot: Vec::new(),
@@ -510,6 +527,7 @@ impl UringDriver {
             if self.completions.is_empty() {
                 return;
             }
+            self.wall = wall_clock();
             for i in 0..self.completions.len() {
                 let (data, result, flags) = self.completions[i];
                 self.complete(now, data, result, flags, sink);
@@ -671,14 +689,16 @@ impl UringDriver {
                     parse_sockaddr(out.name_data()),
                     offset,
                     out.payload_data().len(),
+                    parse_rx_timestamp(out.control_data()),
                 ))
             }
             Err(()) => None,
         };
         match parsed {
-            Some((true, _, _, _)) => ShardStats::add(&self.stats.truncated, 1),
-            Some((false, Some(from), offset, n)) => {
-                sink.datagram(now, key, from, &mut buffer[offset..offset + n]);
+            Some((true, ..)) => ShardStats::add(&self.stats.truncated, 1),
+            Some((false, Some(from), offset, n, stamp)) => {
+                let waited = waited(self.wall, stamp);
+                sink.datagram(now, key, from, &mut buffer[offset..offset + n], waited);
                 if let Some(Some(s)) = self.sockets.get_mut(key.slot as usize) {
                     if s.burst_reap != self.reaps {
                         s.burst_reap = self.reaps;
