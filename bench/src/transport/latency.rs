@@ -215,7 +215,9 @@ pub fn measure_latency(
     };
     let before = UdpSnmp::read_or_none();
     let out = match transport {
-        Transport::HearsayIoUring | Transport::HearsayPortable => {
+        Transport::HearsayIoUring
+        | Transport::HearsayIoUringUnstamped
+        | Transport::HearsayPortable => {
             runtime::latency(runtime_config(transport)?, payload, rate, count)?
         }
         Transport::TokioUring => tokio_uring_baseline::latency(payload, rate, count)?,

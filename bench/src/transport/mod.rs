@@ -8,7 +8,8 @@
 //! # Transports
 //!
 //! - [`Transport::HearsayIoUring`], [`Transport::HearsayPortable`]: the runtime on its two
-//!   backends, [`SHARDS`] pinned shards.
+//!   backends, [`SHARDS`] pinned shards; [`Transport::HearsayIoUringUnstamped`]: io_uring
+//!   without the kernel's receive timestamps, to show what they cost.
 //! - [`Transport::TokioUring`]: the `tokio-uring` crate (0.5), one tokio-uring runtime per
 //!   pinned thread, `tokio_uring::net::UdpSocket` used as its API is meant to be used:
 //!   `send_to` / `recv_from` with owned, reused buffers, one task per concurrent activity.
@@ -122,6 +123,9 @@ pub(crate) fn nanos(t: Instant) -> u64 {
 pub enum Transport {
     /// The Hearsay runtime on its io_uring backend.
     HearsayIoUring,
+    /// The same with the kernel's receive timestamps off
+    /// (`RuntimeConfig::receive_timestamps`): what the input-delay reports cost.
+    HearsayIoUringUnstamped,
     /// The Hearsay runtime on its portable (epoll) backend.
     HearsayPortable,
     /// The `tokio-uring` crate's runtime and `UdpSocket`, one runtime per thread: one
@@ -135,8 +139,9 @@ pub enum Transport {
 
 impl Transport {
     /// Every transport, in report order.
-    pub const ALL: [Transport; 5] = [
+    pub const ALL: [Transport; 6] = [
         Transport::HearsayIoUring,
+        Transport::HearsayIoUringUnstamped,
         Transport::HearsayPortable,
         Transport::TokioUring,
         Transport::StdUdp,
@@ -145,8 +150,9 @@ impl Transport {
     /// The transports that host the many-sockets relay: the runtime's backends and
     /// tokio-uring (a task per socket). The thread-per-role baselines would need a thread
     /// per socket and measure the scheduler.
-    pub const RELAY: [Transport; 3] = [
+    pub const RELAY: [Transport; 4] = [
         Transport::HearsayIoUring,
+        Transport::HearsayIoUringUnstamped,
         Transport::HearsayPortable,
         Transport::TokioUring,
     ];
@@ -155,9 +161,9 @@ impl Transport {
     /// for and the kernel or sandbox does not allow it.
     pub fn check(self) -> Result<(), Unavailable> {
         match self {
-            Transport::HearsayIoUring | Transport::HearsayPortable => {
-                runtime_config(self).map(|_| ())
-            }
+            Transport::HearsayIoUring
+            | Transport::HearsayIoUringUnstamped
+            | Transport::HearsayPortable => runtime_config(self).map(|_| ()),
             Transport::TokioUring => tokio_uring_baseline::check(),
             Transport::StdUdp | Transport::LibcMmsg => Ok(()),
         }
@@ -167,6 +173,7 @@ impl Transport {
     pub fn name(self) -> &'static str {
         match self {
             Transport::HearsayIoUring => "hearsay-io_uring",
+            Transport::HearsayIoUringUnstamped => "hearsay-io_uring-unstamped",
             Transport::HearsayPortable => "hearsay-portable",
             Transport::TokioUring => "tokio-uring",
             Transport::StdUdp => "std-udp",
@@ -192,7 +199,7 @@ impl std::error::Error for Unavailable {}
 /// receive buffers per shard). `Err` when io_uring is asked for and unavailable.
 pub(crate) fn runtime_config(transport: Transport) -> Result<RuntimeConfig, Unavailable> {
     let backend = match transport {
-        Transport::HearsayIoUring => BackendChoice::IoUring,
+        Transport::HearsayIoUring | Transport::HearsayIoUringUnstamped => BackendChoice::IoUring,
         Transport::HearsayPortable => BackendChoice::Portable,
         other => return Err(Unavailable(format!("{} is not a runtime", other.name()))),
     };
@@ -200,6 +207,7 @@ pub(crate) fn runtime_config(transport: Transport) -> Result<RuntimeConfig, Unav
         shards: SHARDS,
         backend,
         socket_recv_buffer: Some(RECV_BUFFER),
+        receive_timestamps: transport != Transport::HearsayIoUringUnstamped,
         ..RuntimeConfig::default()
     };
     if backend == BackendChoice::IoUring {
@@ -328,9 +336,12 @@ impl Flow {
     pub fn one_flow(transport: Transport, payload: usize) -> Result<Self, Unavailable> {
         assert!(payload >= wire::HEADER_LEN, "payload below the header size");
         let harness: Box<dyn Harness> = match transport {
-            Transport::HearsayIoUring | Transport::HearsayPortable => Box::new(
-                runtime::RuntimeFlow::new(runtime_config(transport)?, payload)?,
-            ),
+            Transport::HearsayIoUring
+            | Transport::HearsayIoUringUnstamped
+            | Transport::HearsayPortable => Box::new(runtime::RuntimeFlow::new(
+                runtime_config(transport)?,
+                payload,
+            )?),
             Transport::TokioUring => Box::new(tokio_uring_baseline::UringFlow::new(payload)?),
             Transport::StdUdp => Box::new(threads::ThreadFlow::new(threads::Api::Std, payload)?),
             Transport::LibcMmsg => Box::new(threads::ThreadFlow::new(threads::Api::Mmsg, payload)?),
