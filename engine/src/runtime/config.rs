@@ -54,7 +54,9 @@ pub struct RuntimeConfig {
     /// Ask the kernel to stamp every received datagram (`SO_TIMESTAMPNS`), so each
     /// endpoint learns how long its input waited in the socket buffer
     /// ([`Endpoint::handle_input_delay`](super::Endpoint::handle_input_delay)). Default:
-    /// true. The memory backend has no kernel queue and reports no delays.
+    /// true. The memory backend has no kernel queue and reports no delays. Measured cost
+    /// on io_uring with 5000 sockets: a few per cent of throughput at 64 B, about 7–22% at
+    /// 1400 B; nothing measurable for one flow (`results/2026-12-06-vm-transport`, run 6).
     pub receive_timestamps: bool,
 }
 
