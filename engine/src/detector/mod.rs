@@ -198,8 +198,7 @@ pub fn suspicion_timeout(
     max_mult: u32,
     confirmations: u32,
 ) -> Duration {
-    let scale = (n.max(1) as f64).log10().max(1.0);
-    let min = interval.mul_f64(f64::from(mult) * scale);
+    let min = shortest_suspicion(n, interval, mult);
     let max = min * max_mult.max(1);
     let k = expected_confirmations(n, mult);
     if k == 0 {
@@ -213,8 +212,13 @@ pub fn suspicion_timeout(
 /// The longest a suspicion may last in a cluster of `n` members: `max_mult ·` the minimum
 /// of [`suspicion_timeout`], even where no confirmation can come to shorten it.
 pub fn longest_suspicion(n: usize, interval: Duration, mult: u32, max_mult: u32) -> Duration {
+    shortest_suspicion(n, interval, mult) * max_mult.max(1)
+}
+
+/// `mult · max(1, log10 n) · interval`: the minimum suspicion timeout.
+fn shortest_suspicion(n: usize, interval: Duration, mult: u32) -> Duration {
     let scale = (n.max(1) as f64).log10().max(1.0);
-    interval.mul_f64(f64::from(mult) * scale) * max_mult.max(1)
+    interval.mul_f64(f64::from(mult) * scale)
 }
 
 /// Independent confirmations a suspicion waits for before it reaches its minimum timeout:

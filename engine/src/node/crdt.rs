@@ -158,8 +158,7 @@ impl Node {
 
     /// Start digest anti-entropy with a random member.
     pub(super) fn crdt_sync_tick(&mut self, now: Instant) {
-        let interval = self.config.crdt_sync_interval;
-        self.next_crdt_sync = now + interval.mul_f64(0.75 + 0.5 * self.rng.random::<f64>());
+        self.next_crdt_sync = now + self.jittered(self.config.crdt_sync_interval);
         if self.phase != Phase::Member {
             return;
         }

@@ -809,9 +809,10 @@ impl Node {
     /// host knows from the kernel's receive timestamp). See
     /// [`NodeConfig::input_lag_limit`] for what the node does while it reads late.
     pub fn handle_input_delay(&mut self, now: Instant, delay: Duration) {
+        if delay > self.lag.peak() {
+            self.stats.input_lag_peak_us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        }
         self.lag.observe(now, delay);
-        self.stats.input_lag_peak_us =
-            u64::try_from(self.lag.peak().as_micros()).unwrap_or(u64::MAX);
     }
 
     /// How late this node reads its input now: the longest wait in its socket among the
@@ -820,9 +821,15 @@ impl Node {
         self.lag.get(now)
     }
 
+    /// How late this node reads its input, when that is later than
+    /// [`NodeConfig::input_lag_limit`].
+    fn late_by(&self, now: Instant) -> Option<Duration> {
+        Some(self.lag.get(now)).filter(|&lag| lag > self.config.input_lag_limit)
+    }
+
     /// Whether this node reads its input later than [`NodeConfig::input_lag_limit`].
     fn reads_late(&self, now: Instant) -> bool {
-        self.lag.get(now) > self.config.input_lag_limit
+        self.late_by(now).is_some()
     }
 
     /// Timers due at or before `now` fire; spurious calls do nothing.
@@ -1410,8 +1417,13 @@ impl Node {
             .saturating_mul(1 << self.join_attempt.min(16))
             .min(self.config.join_retry_max);
         self.join_attempt += 1;
-        let jitter = 0.75 + 0.5 * self.rng.random::<f64>();
-        self.next_join = Some(now + base.mul_f64(jitter));
+        self.next_join = Some(now + self.jittered(base));
+    }
+
+    /// `d` scaled by a random factor in [0.75, 1.25), so that periodic rounds of many nodes
+    /// drift apart.
+    fn jittered(&mut self, d: Duration) -> Duration {
+        d.mul_f64(0.75 + 0.5 * self.rng.random::<f64>())
     }
 
     fn fire_relays(&mut self, now: Instant) {
@@ -1665,33 +1677,34 @@ impl Node {
                 break;
             }
             self.suspicion_heap.pop();
-            let Some(s) = self.suspicions.get(&id) else {
-                continue;
-            };
-            if s.deadline > now {
-                continue; // a stale heap entry; the live one is later
-            }
-            let inc = s.incarnation;
-            let lag = self.lag.get(now);
-            if lag > self.config.input_lag_limit {
-                // A refutation may be waiting unread in this node's socket: wait out the
-                // delay, but never past the longest timeout a suspicion can have.
+            // A refutation may be waiting unread in this node's socket: a node reading
+            // late waits out its delay, but never past the longest timeout a suspicion
+            // can have.
+            let extend_to = self.late_by(now).map(|lag| {
                 let longest = longest_suspicion(
                     self.table.live_count(),
                     self.config.probe_interval,
                     self.config.suspicion_mult,
                     self.config.suspicion_max_mult,
                 );
-                let extended = (now + lag).min(s.started + longest);
+                (now + lag, longest)
+            });
+            let Some(s) = self.suspicions.get_mut(&id) else {
+                continue;
+            };
+            if s.deadline > now {
+                continue; // a stale heap entry; the live one is later
+            }
+            if let Some((until, longest)) = extend_to {
+                let extended = until.min(s.started + longest);
                 if extended > now {
+                    s.deadline = extended;
                     self.stats.suspicions_extended += 1;
-                    if let Some(s) = self.suspicions.get_mut(&id) {
-                        s.deadline = extended;
-                    }
                     self.suspicion_heap.push(Reverse((extended, id)));
                     continue;
                 }
             }
+            let inc = s.incarnation;
             self.suspicions.remove(&id);
             let still = self
                 .table
@@ -1765,8 +1778,7 @@ impl Node {
             // An exchange of summaries and differences is the costliest round: wait until
             // this node reads its input on time.
             self.stats.push_pulls_deferred += 1;
-            let retry = self.config.gossip_interval;
-            self.next_push_pull = Some(now + retry.mul_f64(0.75 + 0.5 * self.rng.random::<f64>()));
+            self.next_push_pull = Some(now + self.jittered(self.config.gossip_interval));
             return;
         }
         // A node that learned from its last push-pull pulls again one period later, for as
@@ -1783,7 +1795,7 @@ impl Node {
         } else {
             self.config.push_pull_interval
         };
-        self.next_push_pull = Some(now + interval.mul_f64(0.75 + 0.5 * self.rng.random::<f64>()));
+        self.next_push_pull = Some(now + self.jittered(interval));
         if self.phase != Phase::Member {
             return;
         }
@@ -1808,7 +1820,7 @@ impl Node {
         } else {
             self.config.dead_gossip_interval
         };
-        self.next_dead_gossip = Some(now + interval.mul_f64(0.75 + 0.5 * self.rng.random::<f64>()));
+        self.next_dead_gossip = Some(now + self.jittered(interval));
         if self.phase != Phase::Member {
             return;
         }
@@ -2287,7 +2299,7 @@ mod tests {
         );
 
         // The same silence while a's own input waits a second in its socket: the missing
-        // acks may be waiting unread, so a accuses no one, and holds back its gossip.
+        // acks may be waiting unread, so a accuses no one.
         let (mut late, t) = joined_pair(now);
         let lag = Duration::from_secs(1);
         let t = exchange(&mut late, t, 300, false, Some(lag));
@@ -2300,6 +2312,45 @@ mod tests {
         // Once a reads on time again, the silence counts: b is suspected.
         exchange(&mut late, t, 300, false, None);
         assert!(late[0].stats().suspicions >= 1, "{:?}", late[0].stats());
+    }
+
+    #[test]
+    fn a_node_that_reads_late_defers_the_rounds_it_starts() {
+        let now = Instant::now();
+        let ([mut a, _b], t) = joined_pair(now);
+        let starts = |a: &Node| {
+            let gossip = a
+                .out
+                .iter()
+                .filter(|i| matches!(i, Intent::Gossip { .. }))
+                .count();
+            let pulls = a
+                .out
+                .iter()
+                .filter(|i| matches!(i, Intent::Summary { .. }))
+                .count();
+            (gossip, pulls)
+        };
+        let other = a.table.iter().find(|m| m.id != a.config.id).unwrap().id;
+        a.broadcasts.push(&mut a.table, other);
+        a.out.clear();
+        // Reading a second late: neither round goes out, and both come back soon.
+        a.handle_input_delay(t, Duration::from_secs(1));
+        a.gossip_tick(t);
+        a.push_pull_tick(t);
+        assert_eq!(starts(&a), (0, 0));
+        assert_eq!(
+            (a.stats.gossip_deferred, a.stats.push_pulls_deferred),
+            (1, 1)
+        );
+        assert!(a.next_gossip.unwrap() <= t + a.config.gossip_interval);
+        assert!(a.next_push_pull.unwrap() <= t + a.config.gossip_interval.mul_f64(1.25));
+        // Once the reading has lapsed, both go out (gossip to the one other member).
+        let later = t + a.config.probe_interval * 5;
+        assert!(!a.reads_late(later));
+        a.gossip_tick(later);
+        a.push_pull_tick(later);
+        assert_eq!(starts(&a), (1, 1));
     }
 
     #[test]

@@ -98,8 +98,9 @@ impl RecvBatch {
         // (CONTROL_LEN bytes, as `msg_controllen` says) and iovec i, which points at
         // buffer i (`buf_len` bytes inside `bufs`); all are owned by `self`, which is
         // borrowed mutably for the call, and none was reborrowed after its pointer was
-        // taken above; (3) the kernel writes no more than those lengths; (4) `socket` keeps the descriptor open for
-        // the call; (5) with a null timeout the kernel keeps no pointer after returning.
+        // taken above; (3) the kernel writes no more than those lengths; (4) `socket`
+        // keeps the descriptor open for the call; (5) with a null timeout the kernel keeps
+        // no pointer after returning.
         let n = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),

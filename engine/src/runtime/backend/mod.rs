@@ -98,11 +98,16 @@ pub(crate) fn enable_rx_timestamps(socket: &UdpSocket) -> bool {
     rc == 0
 }
 
+/// `N` bytes of `b` at `at`, if there are that many.
+fn bytes_at<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
+    b.get(at..at.checked_add(N)?)?.try_into().ok()
+}
+
 /// Reads a native-endian signed integer of 4 or 8 bytes.
 fn read_int(bytes: &[u8]) -> Option<i64> {
     match bytes.len() {
-        4 => Some(i64::from(i32::from_ne_bytes(bytes.try_into().ok()?))),
-        8 => Some(i64::from_ne_bytes(bytes.try_into().ok()?)),
+        4 => Some(i64::from(i32::from_ne_bytes(bytes_at(bytes, 0)?))),
+        8 => Some(i64::from_ne_bytes(bytes_at(bytes, 0)?)),
         _ => None,
     }
 }
@@ -111,23 +116,16 @@ fn read_int(bytes: &[u8]) -> Option<i64> {
 /// holds, as a time since the Unix epoch. Every length is checked against the buffer; a
 /// control area without a well-formed stamp gives `None`.
 pub(crate) fn parse_rx_timestamp(control: &[u8]) -> Option<Duration> {
+    // `struct cmsghdr`: a `size_t` length, then the level and type as `int`s.
     let len_size = std::mem::size_of::<usize>();
     let mut off = 0;
     while off + CMSG_HDR_LEN <= control.len() {
-        let cmsg_len = usize::from_ne_bytes(control.get(off..off + len_size)?.try_into().ok()?);
-        let level = i32::from_ne_bytes(
-            control
-                .get(off + len_size..off + len_size + 4)?
-                .try_into()
-                .ok()?,
-        );
-        let kind = i32::from_ne_bytes(
-            control
-                .get(off + len_size + 4..off + len_size + 8)?
-                .try_into()
-                .ok()?,
-        );
-        if cmsg_len < CMSG_HDR_LEN || off + cmsg_len > control.len() {
+        let cmsg_len = usize::from_ne_bytes(bytes_at(control, off)?);
+        let level = i32::from_ne_bytes(bytes_at(control, off + len_size)?);
+        let kind = i32::from_ne_bytes(bytes_at(control, off + len_size + 4)?);
+        // `off + CMSG_HDR_LEN <= control.len()`, so the subtraction cannot wrap, and a
+        // length near `usize::MAX` cannot overflow an addition.
+        if cmsg_len < CMSG_HDR_LEN || cmsg_len > control.len() - off {
             return None;
         }
         if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS {
@@ -324,6 +322,16 @@ mod tests {
         let mut long = good;
         long[..std::mem::size_of::<usize>()].copy_from_slice(&4096usize.to_ne_bytes());
         assert_eq!(parse_rx_timestamp(&long), None);
+        // After a well-formed message, a header claiming the largest length there is.
+        let mut huge = cmsg(libc::IPPROTO_IP, libc::IP_TTL, &64i32.to_ne_bytes());
+        let at = huge.len();
+        huge.extend_from_slice(&cmsg(
+            libc::SOL_SOCKET,
+            libc::SCM_TIMESTAMPNS,
+            &timespec(1, 2),
+        ));
+        huge[at..at + std::mem::size_of::<usize>()].copy_from_slice(&usize::MAX.to_ne_bytes());
+        assert_eq!(parse_rx_timestamp(&huge), None);
     }
 
     #[test]
