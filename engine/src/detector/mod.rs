@@ -65,9 +65,16 @@ impl ProbeOrder {
 
     /// Put a newly learned member at a random place in the rest of the current round, so it
     /// is probed within this round rather than the next (SWIM's suggestion for joins).
+    ///
+    /// The member takes a random place and the one it displaces moves to the end (an
+    /// inside-out Fisher–Yates step): the rest of the round stays a uniform shuffle, and
+    /// the insert is O(1). A shifting insert moved half the round each time, which made a
+    /// joiner learning N members pay O(N²) in copies.
     pub fn insert(&mut self, rng: &mut impl Rng, id: NodeId) {
         let at = rng.random_range(self.next..=self.order.len());
-        self.order.insert(at, id);
+        self.order.push(id);
+        let last = self.order.len() - 1;
+        self.order.swap(at, last);
     }
 }
 
@@ -250,6 +257,45 @@ mod tests {
             seen.sort();
             assert_eq!(seen, members);
         }
+    }
+
+    #[test]
+    fn members_inserted_mid_round_are_probed_in_this_round_at_random_places() {
+        let members: Vec<NodeId> = (1..=10).map(NodeId).collect();
+        let mut first_at = [0u32; 7];
+        for seed in 0..400 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut order = ProbeOrder::default();
+            let mut refills = 0;
+            let mut next = |order: &mut ProbeOrder, rng: &mut SmallRng, refills: &mut u32| {
+                order
+                    .next(rng, |_| true, |v| {
+                        *refills += 1;
+                        v.extend(&members);
+                    })
+                    .unwrap()
+            };
+            let mut seen: Vec<NodeId> = (0..3)
+                .map(|_| next(&mut order, &mut rng, &mut refills))
+                .collect();
+            let joined: Vec<NodeId> = (100..107).map(NodeId).collect();
+            for &id in &joined {
+                order.insert(&mut rng, id);
+            }
+            let rest: Vec<NodeId> = (0..14)
+                .map(|_| next(&mut order, &mut rng, &mut refills))
+                .collect();
+            assert_eq!(refills, 1, "the round ran out before every member was probed");
+            let pos = rest.iter().position(|&id| id == NodeId(100)).unwrap();
+            first_at[pos / 2] += 1;
+            seen.extend(rest);
+            seen.sort();
+            let mut all = members.clone();
+            all.extend(&joined);
+            assert_eq!(seen, all);
+        }
+        // The first joiner lands anywhere in the rest of the round, not only at its end.
+        assert!(first_at.iter().all(|&c| c > 20), "{first_at:?}");
     }
 
     #[test]
