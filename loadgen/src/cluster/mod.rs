@@ -124,6 +124,11 @@ pub(crate) struct RunArgs {
     /// 4 MiB, or rmem_max where that is lower).
     #[arg(long, value_parser = clap::value_parser!(u64).range(4096..=(1 << 30)))]
     pub(crate) socket_buffer: Option<u64>,
+    /// Leave transparent huge pages on. By default the load generator turns them off for
+    /// itself: zeroing 2 MiB pages as thousands of tables grow cost more CPU than the
+    /// larger pages saved.
+    #[arg(long)]
+    pub(crate) huge_pages: bool,
     /// Periods the partition lasts before it heals.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) partition_periods: u32,
@@ -369,6 +374,9 @@ pub(crate) struct RunRecord {
     pub(crate) preset: String,
     pub(crate) period_ms: f64,
     pub(crate) faults: String,
+    /// Whether transparent huge pages were left on (`--huge-pages`, or the kernel refused
+    /// to turn them off).
+    pub(crate) huge_pages: bool,
     pub(crate) steps: Vec<StepRecord>,
     pub(crate) wall_s: f64,
     pub(crate) cpu_s: f64,
@@ -771,6 +779,7 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
     {
         bail!("--scenario must start with cold-start, and only once (the nodes join there)");
     }
+    let huge_pages = args.huge_pages || !sys::disable_huge_pages();
     if args.transport == Transport::Udp {
         sys::raise_open_files(n)?;
     }
@@ -804,8 +813,9 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
     let template = NodeConfig::new(preset, "127.0.0.1:1".parse()?, CLUSTER);
     let period = template.probe_interval;
     eprintln!(
-        "loadgen run: {n} nodes on {backend}, {shards} shards, preset {preset:?} (period {} ms), scenario {:?}",
+        "loadgen run: {n} nodes on {backend}, {shards} shards, preset {preset:?} (period {} ms), transparent huge pages {}, scenario {:?}",
         period.as_millis(),
+        if huge_pages { "on" } else { "off" },
         args.scenario
     );
     if args.transport == Transport::Udp && socket_buffer < want {
@@ -1114,6 +1124,7 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
             "loss {}, dup {}, reorder {}, delay {:?}",
             args.loss, args.dup, args.reorder, args.delay.0
         ),
+        huge_pages,
         steps,
         wall_s: wall.elapsed().as_secs_f64(),
         cpu_s: sys::cpu_seconds(),

@@ -273,8 +273,9 @@ fn lookups_lines(rec: &RunRecord) -> Vec<String> {
 fn summary_lines(rec: &RunRecord) -> Vec<String> {
     vec![
         format!(
-            "{} nodes, {} transport on {}, {} shards, preset {} (period {} ms), faults: {}",
-            rec.nodes, format!("{:?}", rec.transport).to_lowercase(), rec.backend, rec.shards, rec.preset, rec.period_ms, rec.faults
+            "{} nodes, {} transport on {}, {} shards, preset {} (period {} ms), faults: {}; transparent huge pages {}",
+            rec.nodes, format!("{:?}", rec.transport).to_lowercase(), rec.backend, rec.shards, rec.preset, rec.period_ms, rec.faults,
+            if rec.huge_pages { "on" } else { "off" }
         ),
         format!(
             "wall {:.1} s, CPU {:.1} s, peak RSS {:.0} MiB, {:.1} KiB per node after cold start; observers' placement identical: {}",
