@@ -267,12 +267,16 @@ mod tests {
             let mut rng = SmallRng::seed_from_u64(seed);
             let mut order = ProbeOrder::default();
             let mut refills = 0;
-            let mut next = |order: &mut ProbeOrder, rng: &mut SmallRng, refills: &mut u32| {
+            let next = |order: &mut ProbeOrder, rng: &mut SmallRng, refills: &mut u32| {
                 order
-                    .next(rng, |_| true, |v| {
-                        *refills += 1;
-                        v.extend(&members);
-                    })
+                    .next(
+                        rng,
+                        |_| true,
+                        |v| {
+                            *refills += 1;
+                            v.extend(&members);
+                        },
+                    )
                     .unwrap()
             };
             let mut seen: Vec<NodeId> = (0..3)
@@ -285,7 +289,10 @@ mod tests {
             let rest: Vec<NodeId> = (0..14)
                 .map(|_| next(&mut order, &mut rng, &mut refills))
                 .collect();
-            assert_eq!(refills, 1, "the round ran out before every member was probed");
+            assert_eq!(
+                refills, 1,
+                "the round ran out before every member was probed"
+            );
             let pos = rest.iter().position(|&id| id == NodeId(100)).unwrap();
             first_at[pos / 2] += 1;
             seen.extend(rest);

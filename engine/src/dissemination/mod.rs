@@ -159,6 +159,35 @@ impl BroadcastQueue {
         }
     }
 
+    /// Count a copy of `id`'s update received from someone else as one sending of it, if
+    /// it is queued: the update leaves the queue once it reaches `limit` (at most 255).
+    /// Returns whether it was queued.
+    ///
+    /// This is the feedback of Demers et al.'s rumour mongering: a node that keeps hearing
+    /// an update from others loses interest in it, since most members already have it.
+    /// The node applies it only to a crowded queue (see [`shared_limit`]), where the
+    /// updates are a bulk change that anti-entropy also carries, so that a lone rumour
+    /// keeps its whole budget.
+    pub fn heard(&mut self, slots: &mut impl QueueSlots, id: NodeId, limit: u32) -> bool {
+        let mut hint = NO_HINT;
+        let p = slots.queued(id, &mut hint);
+        if p == 0 {
+            return false;
+        }
+        let sent = sent_of(p) + 1;
+        self.stale += 1;
+        if sent >= limit.min(MAX_SENT) {
+            slots.set_queued(id, hint, 0);
+            self.len -= 1;
+        } else {
+            let p = place(sent, seq_of(p), hint);
+            slots.set_queued(id, hint, p);
+            self.heap.push(Reverse((p, id)));
+        }
+        self.compact(slots);
+        true
+    }
+
     /// Updates pending.
     pub fn len(&self) -> usize {
         self.len
@@ -316,6 +345,18 @@ mod tests {
             }
         }
 
+        fn heard(&mut self, id: NodeId, limit: u32) -> bool {
+            let Some((sent, seq)) = self.by_id.remove(&id) else {
+                return false;
+            };
+            self.order.remove(&(sent, Reverse(seq), id));
+            if sent + 1 < limit {
+                self.by_id.insert(id, (sent + 1, seq));
+                self.order.insert((sent + 1, Reverse(seq), id));
+            }
+            true
+        }
+
         fn take(&mut self, limit: u32, mut write: impl FnMut(NodeId) -> bool) -> usize {
             let mut taken = Vec::new();
             let (mut accepted, mut refused) = (0, 0);
@@ -359,6 +400,8 @@ mod tests {
     enum Op {
         Push(u64),
         Remove(u64),
+        /// A copy of the id's update received, counted against this limit.
+        Heard(u64, u32),
         /// A take with this limit; the writer refuses the ids in the mask (by id mod 16)
         /// and everything after `room` acceptances.
         Take {
@@ -372,6 +415,7 @@ mod tests {
         proptest::prop_oneof![
             4 => (0..40u64).prop_map(Op::Push),
             1 => (0..40u64).prop_map(Op::Remove),
+            2 => (0..40u64, 0..5u32).prop_map(|(id, limit)| Op::Heard(id, limit)),
             4 => (0..5u32, any::<u16>(), 0..12usize)
                 .prop_map(|(limit, refuse, room)| Op::Take { limit, refuse, room }),
         ]
@@ -393,6 +437,12 @@ mod tests {
                 Op::Remove(id) => {
                     model.remove(NodeId(id));
                     q.remove(&mut s, NodeId(id));
+                }
+                Op::Heard(id, limit) => {
+                    prop_assert_eq!(
+                        model.heard(NodeId(id), limit),
+                        q.heard(&mut s, NodeId(id), limit)
+                    );
                 }
                 Op::Take {
                     limit,
@@ -427,7 +477,7 @@ mod tests {
 
     proptest! {
         /// The queue offers the same updates in the same order as a (times sent, newest
-        /// first) ordered set, whatever mix of pushes, removals and takes.
+        /// first) ordered set, whatever mix of pushes, removals, copies heard and takes.
         #[test]
         fn the_queue_matches_an_ordered_set(ops in proptest::collection::vec(arb_op(), 1..300)) {
             run_both(&ops, 0)?;
@@ -505,6 +555,44 @@ mod tests {
             true
         });
         assert_eq!(got, vec![NodeId(2), NodeId(1)]);
+    }
+
+    #[test]
+    fn an_update_heard_from_others_counts_as_sent() {
+        let mut q = BroadcastQueue::default();
+        let mut s = HashMap::new();
+        for id in 1..=3 {
+            q.push(&mut s, NodeId(id));
+        }
+        // 3 is newest, but heard once it has "been sent" once and goes behind the others.
+        assert!(q.heard(&mut s, NodeId(3), 4));
+        assert!(!q.heard(&mut s, NodeId(9), 4), "9 is not queued");
+        let mut got = Vec::new();
+        q.take(&mut s, 4, |_, id, _| {
+            got.push(id);
+            got.len() <= 2
+        });
+        assert_eq!(got, vec![NodeId(2), NodeId(1), NodeId(3)]);
+        // Heard three more times, 3 reaches the limit of 4 and leaves unsent.
+        for _ in 0..3 {
+            assert!(q.heard(&mut s, NodeId(3), 4));
+        }
+        assert!(!q.heard(&mut s, NodeId(3), 4));
+        assert_eq!(q.len(), 2);
+        got.clear();
+        q.take(&mut s, 4, |_, id, _| {
+            got.push(id);
+            true
+        });
+        assert_eq!(got, vec![NodeId(2), NodeId(1)]);
+        // The stale heap records of 3 never surface.
+        for _ in 0..3 {
+            q.take(&mut s, 4, |_, id, _| {
+                assert_ne!(id, NodeId(3));
+                true
+            });
+        }
+        assert!(q.is_empty());
     }
 
     #[test]

@@ -192,6 +192,9 @@ pub struct NodeStats {
     pub corrections: u64,
     /// Member updates merged that changed something.
     pub updates_merged: u64,
+    /// Queued updates that this node received again from others while its queue was
+    /// crowded, each counted as one sending ([`BroadcastQueue::heard`]).
+    pub broadcasts_heard: u64,
     /// Push-pull rounds this node started.
     pub push_pulls: u64,
     /// Join attempts sent (one per seed per attempt).
@@ -1115,14 +1118,19 @@ impl Node {
         match self.table.merge(u, now) {
             Merge::Added => {
                 self.stats.updates_merged += 1;
-                self.pp_learned |= self.pp_peer == Some(from);
+                self.learned_from_pull(now, from);
                 if u.status != Status::Dead && u.status != Status::Left {
                     self.push_event(Event::MemberJoined(u.id));
                     self.probe_order.insert(&mut self.rng, u.id);
                     self.placement_dirty(now);
                     // A member learned from anti-entropy state is old news to the cluster
-                    // (a joiner catching up); one learned from a rumour is spread on.
-                    if !ctx.state {
+                    // (a joiner catching up); one learned from a rumour is spread on. So is
+                    // one the peer of this node's pull taught it, unless the queue is
+                    // crowded: in a bulk change, anti-entropy carries it on (ALGORITHM.md
+                    // §10).
+                    let bulk_pull = self.pp_peer == Some(from)
+                        && self.broadcasts.len() > self.config.broadcast_depth;
+                    if !ctx.state && !bulk_pull {
                         self.broadcasts.push(&mut self.table, u.id);
                         self.gossip_soon(now);
                     }
@@ -1138,7 +1146,7 @@ impl Node {
                 meta_version,
             } => {
                 self.stats.updates_merged += 1;
-                self.pp_learned |= self.pp_peer == Some(from);
+                self.learned_from_pull(now, from);
                 let accuser = u.accuser.unwrap_or(sender);
                 self.after_change(now, u.id, status, drained, meta_version, accuser);
             }
@@ -1147,8 +1155,25 @@ impl Node {
                     let accuser = u.accuser.unwrap_or(sender);
                     self.confirm_suspicion(now, u.id, u.incarnation, accuser);
                 }
+                self.heard_again(u.id);
             }
             Merge::Stale => self.correct(u.id, ctx),
+        }
+    }
+
+    /// Someone sent this node an update of `id` it already held. While the broadcast queue
+    /// is crowded (a bulk change such as a cold start), that copy counts as one sending of
+    /// the queued update, so updates most members already hold leave the queue sooner
+    /// ([`BroadcastQueue::heard`]). A short queue (a lone rumour) is left alone.
+    fn heard_again(&mut self, id: NodeId) {
+        let queued = self.broadcasts.len();
+        if queued <= self.config.broadcast_depth {
+            return;
+        }
+        let full = retransmit_limit(self.table.live_count(), self.config.retransmit_mult);
+        let limit = shared_limit(full, queued, self.config.broadcast_depth);
+        if self.broadcasts.heard(&mut self.table, id, limit) {
+            self.stats.broadcasts_heard += 1;
         }
     }
 
@@ -1773,6 +1798,25 @@ impl Node {
         }
     }
 
+    /// A member was added or updated from `from`: if that is the peer of this node's last
+    /// push-pull, the pull taught something, and the next one comes one period from now
+    /// rather than at the regular interval set when this one started.
+    fn learned_from_pull(&mut self, now: Instant, from: SocketAddr) {
+        if self.pp_learned || self.pp_peer != Some(from) {
+            return;
+        }
+        self.pp_learned = true;
+        let soon = now
+            + self.jittered(
+                self.config
+                    .probe_interval
+                    .min(self.config.push_pull_interval),
+            );
+        if self.next_push_pull.is_some_and(|t| t > soon) {
+            self.next_push_pull = Some(soon);
+        }
+    }
+
     fn push_pull_tick(&mut self, now: Instant) {
         if self.phase == Phase::Member && self.reads_late(now) {
             // An exchange of summaries and differences is the costliest round: wait until
@@ -2184,6 +2228,122 @@ mod tests {
         node.push_pull_tick(t);
         let next = node.next_push_pull.unwrap();
         assert!(next >= t + interval.mul_f64(0.75), "{:?}", next - t);
+    }
+
+    #[test]
+    fn a_pull_that_teaches_brings_the_next_one_forward_at_once() {
+        let now = Instant::now();
+        let c = NodeConfig::new(Preset::Lan, "127.0.0.1:7001".parse().unwrap(), b"t");
+        let (p, interval) = (c.probe_interval, c.push_pull_interval);
+        let mut node = Node::new(c, now).unwrap();
+        node.handle_command(now, Command::Join(Vec::new()));
+        // The last pull taught nothing, so this one was set at the regular interval.
+        node.push_pull_tick(now);
+        let regular = node.next_push_pull.unwrap();
+        assert!(regular >= now + interval.mul_f64(0.75));
+        let peer: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+        let other: SocketAddr = "127.0.0.1:7003".parse().unwrap();
+        node.pp_peer = Some(peer);
+        let update = |id: u64, port: u16| MemberUpdate {
+            id: NodeId(id),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            incarnation: 1,
+            status: Status::Alive,
+            drained: false,
+            meta_version: 0,
+            metadata: &[],
+            accuser: None,
+        };
+        let t = now + p;
+        // A member learned from someone else's gossip says nothing about the pull.
+        let mut ctx = FrameContext::default();
+        node.handle_update(t, other, NodeId(3), &update(3, 7003), &mut ctx);
+        assert_eq!(node.next_push_pull, Some(regular));
+        // The pull's peer answers with a member this node lacked: pull again a period on,
+        // not when the regular interval ends.
+        node.handle_update(t, peer, NodeId(2), &update(4, 7004), &mut ctx);
+        let next = node.next_push_pull.unwrap();
+        assert!(next <= t + p.mul_f64(1.25), "{:?}", next - t);
+        assert!(node.pp_learned);
+    }
+
+    #[test]
+    fn copies_heard_again_retire_queued_updates_only_when_the_queue_is_crowded() {
+        let now = Instant::now();
+        let c = NodeConfig::new(Preset::Lan, "127.0.0.1:7001".parse().unwrap(), b"t");
+        let depth = c.broadcast_depth;
+        let mut node = Node::new(c, now).unwrap();
+        node.handle_command(now, Command::Join(Vec::new()));
+        let from: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+        let update = |id: u64| MemberUpdate {
+            id: NodeId(id),
+            addr: SocketAddr::from(([127, 0, 0, 1], 8000 + id as u16)),
+            incarnation: 1,
+            status: Status::Alive,
+            drained: false,
+            meta_version: 0,
+            metadata: &[],
+            accuser: None,
+        };
+        let mut ctx = FrameContext::default();
+        // A lone rumour, heard again and again, keeps its place and its budget.
+        node.handle_update(now, from, NodeId(2), &update(10), &mut ctx);
+        let queued = node.broadcasts.len();
+        for _ in 0..50 {
+            node.handle_update(now, from, NodeId(2), &update(10), &mut ctx);
+        }
+        assert_eq!(node.broadcasts.len(), queued);
+        assert_eq!(node.stats.broadcasts_heard, 0);
+        // A bulk change crowds the queue: now each copy heard counts as a sending, and an
+        // update heard often enough leaves the queue unsent.
+        for id in 100..100 + 4 * depth as u64 {
+            node.handle_update(now, from, NodeId(2), &update(id), &mut ctx);
+        }
+        let crowded = node.broadcasts.len();
+        assert!(crowded > depth);
+        for _ in 0..20 {
+            node.handle_update(now, from, NodeId(2), &update(100), &mut ctx);
+        }
+        assert_eq!(node.broadcasts.len(), crowded - 1);
+        assert!(node.stats.broadcasts_heard >= 1);
+    }
+
+    #[test]
+    fn members_pulled_during_a_bulk_change_are_not_queued_for_gossip() {
+        let now = Instant::now();
+        let c = NodeConfig::new(Preset::Lan, "127.0.0.1:7001".parse().unwrap(), b"t");
+        let depth = c.broadcast_depth;
+        let mut node = Node::new(c, now).unwrap();
+        node.handle_command(now, Command::Join(Vec::new()));
+        let peer: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+        let other: SocketAddr = "127.0.0.1:7003".parse().unwrap();
+        node.pp_peer = Some(peer);
+        let update = |id: u64| MemberUpdate {
+            id: NodeId(id),
+            addr: SocketAddr::from(([127, 0, 0, 1], 8000 + id as u16)),
+            incarnation: 1,
+            status: Status::Alive,
+            drained: false,
+            meta_version: 0,
+            metadata: &[],
+            accuser: None,
+        };
+        let mut ctx = FrameContext::default();
+        // A short queue: what the pull's peer teaches is spread like any news.
+        node.handle_update(now, peer, NodeId(2), &update(10), &mut ctx);
+        assert_eq!(node.broadcasts.len(), 1);
+        // Gossip from others crowds the queue.
+        for id in 100..100 + 2 * depth as u64 {
+            node.handle_update(now, other, NodeId(3), &update(id), &mut ctx);
+        }
+        let crowded = node.broadcasts.len();
+        assert_eq!(crowded, 1 + 2 * depth);
+        // Now members pulled from the peer are learned but not queued; gossip still is.
+        node.handle_update(now, peer, NodeId(2), &update(20), &mut ctx);
+        assert!(node.member(NodeId(20)).is_some_and(|m| m.is_live()));
+        assert_eq!(node.broadcasts.len(), crowded);
+        node.handle_update(now, other, NodeId(3), &update(21), &mut ctx);
+        assert_eq!(node.broadcasts.len(), crowded + 1);
     }
 
     #[test]

@@ -355,6 +355,11 @@ pub(crate) fn render(s: &Snapshot) -> String {
         st.corrections,
     );
     o.counter(
+        "hearsay_broadcasts_heard_total",
+        "Queued updates received again from others while the queue was crowded, each counted as one sending.",
+        st.broadcasts_heard,
+    );
+    o.counter(
         "hearsay_push_pulls_total",
         "Push-pull anti-entropy rounds started.",
         st.push_pulls,
