@@ -27,7 +27,14 @@ const LOOKAHEAD: usize = 16;
 
 /// The retransmission limit for a cluster of `n` members and multiplier `mult` (λ).
 pub fn retransmit_limit(n: usize, mult: u32) -> u32 {
-    let log = ((n + 1) as f64).log10().ceil().max(1.0) as u32;
+    // ⌈log10(n + 1)⌉, at least 1, in integers: the node asks for it on every datagram
+    // and, while its queue is crowded, on every copy of an update it hears again.
+    let mut log = 1;
+    let mut power: u128 = 10;
+    while power < n as u128 + 1 {
+        power *= 10;
+        log += 1;
+    }
     mult.max(1) * log
 }
 
@@ -508,6 +515,18 @@ mod tests {
         assert_eq!(retransmit_limit(9, 4), 4);
         assert_eq!(retransmit_limit(10, 4), 8);
         assert_eq!(retransmit_limit(5000, 4), 16);
+        // The integer form agrees with ⌈log10(n + 1)⌉ at every power of ten and either side
+        // (up to 10^14, where f64 still tells 10^k from 10^k + 1), and stays exact above.
+        for k in 0..15u32 {
+            let p = 10usize.pow(k);
+            for n in [p.saturating_sub(2), p - 1, p, p + 1] {
+                let want = ((n + 1) as f64).log10().ceil().max(1.0) as u32;
+                assert_eq!(retransmit_limit(n, 1), want, "n = {n}");
+            }
+        }
+        assert_eq!(retransmit_limit(10usize.pow(15), 1), 16);
+        assert_eq!(retransmit_limit(0, 0), 1);
+        assert_eq!(retransmit_limit(usize::MAX, 1), 20);
     }
 
     #[test]
