@@ -181,9 +181,25 @@ impl BroadcastQueue {
         if p == 0 {
             return false;
         }
-        let sent = sent_of(p) + 1;
+        // The heap record at `p` goes stale: the update leaves, or is recorded anew.
         self.stale += 1;
-        if sent >= limit.min(MAX_SENT) {
+        self.count_sent(slots, id, hint, p, limit.min(MAX_SENT));
+        self.compact(slots);
+        true
+    }
+
+    /// Count one more sending of `id`, whose place was `p` and whose heap record has been
+    /// taken out or left stale: it leaves the queue at `limit`, else goes back in line.
+    fn count_sent(
+        &mut self,
+        slots: &mut impl QueueSlots,
+        id: NodeId,
+        hint: u32,
+        p: u64,
+        limit: u32,
+    ) {
+        let sent = sent_of(p) + 1;
+        if sent >= limit {
             slots.set_queued(id, hint, 0);
             self.len -= 1;
         } else {
@@ -191,8 +207,6 @@ impl BroadcastQueue {
             slots.set_queued(id, hint, p);
             self.heap.push(Reverse((p, id)));
         }
-        self.compact(slots);
-        true
     }
 
     /// Updates pending.
@@ -271,15 +285,7 @@ impl BroadcastQueue {
                 self.heap.push(Reverse((p, id)));
                 continue;
             }
-            let sent = sent_of(p) + 1;
-            if sent >= limit {
-                slots.set_queued(id, hint, 0);
-                self.len -= 1;
-            } else {
-                let p = place(sent, seq_of(p), hint);
-                slots.set_queued(id, hint, p);
-                self.heap.push(Reverse((p, id)));
-            }
+            self.count_sent(slots, id, hint, p, limit);
         }
         self.shrink();
         accepted

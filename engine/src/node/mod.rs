@@ -2230,38 +2230,56 @@ mod tests {
         assert!(next >= t + interval.mul_f64(0.75), "{:?}", next - t);
     }
 
-    #[test]
-    fn a_pull_that_teaches_brings_the_next_one_forward_at_once() {
-        let now = Instant::now();
+    /// A LAN node alone in its cluster, a member since `now`.
+    fn lone_member(now: Instant) -> Node {
         let c = NodeConfig::new(Preset::Lan, "127.0.0.1:7001".parse().unwrap(), b"t");
-        let (p, interval) = (c.probe_interval, c.push_pull_interval);
         let mut node = Node::new(c, now).unwrap();
         node.handle_command(now, Command::Join(Vec::new()));
-        // The last pull taught nothing, so this one was set at the regular interval.
-        node.push_pull_tick(now);
-        let regular = node.next_push_pull.unwrap();
-        assert!(regular >= now + interval.mul_f64(0.75));
-        let peer: SocketAddr = "127.0.0.1:7002".parse().unwrap();
-        let other: SocketAddr = "127.0.0.1:7003".parse().unwrap();
-        node.pp_peer = Some(peer);
-        let update = |id: u64, port: u16| MemberUpdate {
+        node
+    }
+
+    /// Member `id` alive at incarnation 1, listening on port 8000 + `id`.
+    fn alive(id: u64) -> MemberUpdate<'static> {
+        MemberUpdate {
             id: NodeId(id),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::from(([127, 0, 0, 1], 8000 + id as u16)),
             incarnation: 1,
             status: Status::Alive,
             drained: false,
             meta_version: 0,
             metadata: &[],
             accuser: None,
-        };
+        }
+    }
+
+    /// The peer of a node's push-pull, and someone else.
+    const PEER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        7002,
+    ));
+    const OTHER: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        7003,
+    ));
+
+    #[test]
+    fn a_pull_that_teaches_brings_the_next_one_forward_at_once() {
+        let now = Instant::now();
+        let mut node = lone_member(now);
+        let (p, interval) = (node.config.probe_interval, node.config.push_pull_interval);
+        // The last pull taught nothing, so this one was set at the regular interval.
+        node.push_pull_tick(now);
+        let regular = node.next_push_pull.unwrap();
+        assert!(regular >= now + interval.mul_f64(0.75));
+        node.pp_peer = Some(PEER);
         let t = now + p;
         // A member learned from someone else's gossip says nothing about the pull.
         let mut ctx = FrameContext::default();
-        node.handle_update(t, other, NodeId(3), &update(3, 7003), &mut ctx);
+        node.handle_update(t, OTHER, NodeId(3), &alive(3), &mut ctx);
         assert_eq!(node.next_push_pull, Some(regular));
         // The pull's peer answers with a member this node lacked: pull again a period on,
         // not when the regular interval ends.
-        node.handle_update(t, peer, NodeId(2), &update(4, 7004), &mut ctx);
+        node.handle_update(t, PEER, NodeId(2), &alive(4), &mut ctx);
         let next = node.next_push_pull.unwrap();
         assert!(next <= t + p.mul_f64(1.25), "{:?}", next - t);
         assert!(node.pp_learned);
@@ -2270,39 +2288,26 @@ mod tests {
     #[test]
     fn copies_heard_again_retire_queued_updates_only_when_the_queue_is_crowded() {
         let now = Instant::now();
-        let c = NodeConfig::new(Preset::Lan, "127.0.0.1:7001".parse().unwrap(), b"t");
-        let depth = c.broadcast_depth;
-        let mut node = Node::new(c, now).unwrap();
-        node.handle_command(now, Command::Join(Vec::new()));
-        let from: SocketAddr = "127.0.0.1:7002".parse().unwrap();
-        let update = |id: u64| MemberUpdate {
-            id: NodeId(id),
-            addr: SocketAddr::from(([127, 0, 0, 1], 8000 + id as u16)),
-            incarnation: 1,
-            status: Status::Alive,
-            drained: false,
-            meta_version: 0,
-            metadata: &[],
-            accuser: None,
-        };
+        let mut node = lone_member(now);
+        let depth = node.config.broadcast_depth;
         let mut ctx = FrameContext::default();
         // A lone rumour, heard again and again, keeps its place and its budget.
-        node.handle_update(now, from, NodeId(2), &update(10), &mut ctx);
+        node.handle_update(now, OTHER, NodeId(2), &alive(10), &mut ctx);
         let queued = node.broadcasts.len();
         for _ in 0..50 {
-            node.handle_update(now, from, NodeId(2), &update(10), &mut ctx);
+            node.handle_update(now, OTHER, NodeId(2), &alive(10), &mut ctx);
         }
         assert_eq!(node.broadcasts.len(), queued);
         assert_eq!(node.stats.broadcasts_heard, 0);
         // A bulk change crowds the queue: now each copy heard counts as a sending, and an
         // update heard often enough leaves the queue unsent.
         for id in 100..100 + 4 * depth as u64 {
-            node.handle_update(now, from, NodeId(2), &update(id), &mut ctx);
+            node.handle_update(now, OTHER, NodeId(2), &alive(id), &mut ctx);
         }
         let crowded = node.broadcasts.len();
         assert!(crowded > depth);
         for _ in 0..20 {
-            node.handle_update(now, from, NodeId(2), &update(100), &mut ctx);
+            node.handle_update(now, OTHER, NodeId(2), &alive(100), &mut ctx);
         }
         assert_eq!(node.broadcasts.len(), crowded - 1);
         assert!(node.stats.broadcasts_heard >= 1);
@@ -2311,38 +2316,24 @@ mod tests {
     #[test]
     fn members_pulled_during_a_bulk_change_are_not_queued_for_gossip() {
         let now = Instant::now();
-        let c = NodeConfig::new(Preset::Lan, "127.0.0.1:7001".parse().unwrap(), b"t");
-        let depth = c.broadcast_depth;
-        let mut node = Node::new(c, now).unwrap();
-        node.handle_command(now, Command::Join(Vec::new()));
-        let peer: SocketAddr = "127.0.0.1:7002".parse().unwrap();
-        let other: SocketAddr = "127.0.0.1:7003".parse().unwrap();
-        node.pp_peer = Some(peer);
-        let update = |id: u64| MemberUpdate {
-            id: NodeId(id),
-            addr: SocketAddr::from(([127, 0, 0, 1], 8000 + id as u16)),
-            incarnation: 1,
-            status: Status::Alive,
-            drained: false,
-            meta_version: 0,
-            metadata: &[],
-            accuser: None,
-        };
+        let mut node = lone_member(now);
+        let depth = node.config.broadcast_depth;
+        node.pp_peer = Some(PEER);
         let mut ctx = FrameContext::default();
         // A short queue: what the pull's peer teaches is spread like any news.
-        node.handle_update(now, peer, NodeId(2), &update(10), &mut ctx);
+        node.handle_update(now, PEER, NodeId(2), &alive(10), &mut ctx);
         assert_eq!(node.broadcasts.len(), 1);
         // Gossip from others crowds the queue.
         for id in 100..100 + 2 * depth as u64 {
-            node.handle_update(now, other, NodeId(3), &update(id), &mut ctx);
+            node.handle_update(now, OTHER, NodeId(3), &alive(id), &mut ctx);
         }
         let crowded = node.broadcasts.len();
         assert_eq!(crowded, 1 + 2 * depth);
         // Now members pulled from the peer are learned but not queued; gossip still is.
-        node.handle_update(now, peer, NodeId(2), &update(20), &mut ctx);
+        node.handle_update(now, PEER, NodeId(2), &alive(20), &mut ctx);
         assert!(node.member(NodeId(20)).is_some_and(|m| m.is_live()));
         assert_eq!(node.broadcasts.len(), crowded);
-        node.handle_update(now, other, NodeId(3), &update(21), &mut ctx);
+        node.handle_update(now, OTHER, NodeId(3), &alive(21), &mut ctx);
         assert_eq!(node.broadcasts.len(), crowded + 1);
     }
 
