@@ -1128,8 +1128,7 @@ impl Node {
                     // one the peer of this node's pull taught it, unless the queue is
                     // crowded: in a bulk change, anti-entropy carries it on (ALGORITHM.md
                     // §10).
-                    let bulk_pull = self.pp_peer == Some(from)
-                        && self.broadcasts.len() > self.config.broadcast_depth;
+                    let bulk_pull = self.pp_peer == Some(from) && self.broadcasts_crowded();
                     if !ctx.state && !bulk_pull {
                         self.broadcasts.push(&mut self.table, u.id);
                         self.gossip_soon(now);
@@ -1166,15 +1165,29 @@ impl Node {
     /// the queued update, so updates most members already hold leave the queue sooner
     /// ([`BroadcastQueue::heard`]). A short queue (a lone rumour) is left alone.
     fn heard_again(&mut self, id: NodeId) {
-        let queued = self.broadcasts.len();
-        if queued <= self.config.broadcast_depth {
+        if !self.broadcasts_crowded() {
             return;
         }
-        let full = retransmit_limit(self.table.live_count(), self.config.retransmit_mult);
-        let limit = shared_limit(full, queued, self.config.broadcast_depth);
+        let limit = self.broadcast_limit();
         if self.broadcasts.heard(&mut self.table, id, limit) {
             self.stats.broadcasts_heard += 1;
         }
+    }
+
+    /// Whether more updates are queued than `broadcast_depth`: a bulk change, whose
+    /// updates share the retransmission budget ([`shared_limit`]).
+    fn broadcasts_crowded(&self) -> bool {
+        self.broadcasts.len() > self.config.broadcast_depth
+    }
+
+    /// Times each queued update is sent now: `λ·⌈log10(N + 1)⌉`, shared out while the
+    /// queue is crowded.
+    fn broadcast_limit(&self) -> u32 {
+        shared_limit(
+            retransmit_limit(self.table.live_count(), self.config.retransmit_mult),
+            self.broadcasts.len(),
+            self.config.broadcast_depth,
+        )
     }
 
     /// Note that the sender of this frame holds a stale state of `id`; [`FrameContext`]
@@ -1806,15 +1819,18 @@ impl Node {
             return;
         }
         self.pp_learned = true;
-        let soon = now
-            + self.jittered(
-                self.config
-                    .probe_interval
-                    .min(self.config.push_pull_interval),
-            );
+        let soon = now + self.jittered(self.learning_pull_interval());
         if self.next_push_pull.is_some_and(|t| t > soon) {
             self.next_push_pull = Some(soon);
         }
+    }
+
+    /// Time between pulls while they teach something: one period (never above the
+    /// regular interval).
+    fn learning_pull_interval(&self) -> Duration {
+        self.config
+            .probe_interval
+            .min(self.config.push_pull_interval)
     }
 
     fn push_pull_tick(&mut self, now: Instant) {
@@ -1829,13 +1845,12 @@ impl Node {
         // long as its pulls teach it something; then it waits the regular interval. Each
         // exchange costs two summaries plus the differences, so a node that is behind
         // gains more from pulling every period than the exchanges cost: in the simulator a
-        // 5000-node cold start converged in 4.5 periods with 433 KiB sent per node, against
-        // 17.4 periods and 482 KiB when each learning pull waited twice as long as the
-        // last (`loadgen sim --nodes 5000 --steady-periods 5`, ALGORITHM.md §11).
+        // 5000-node cold start converged in 3.4–3.5 periods with 371–373 KiB sent per node
+        // (seeds 1 and 2), against 4.5–19.5 periods and 433–483 KiB, by seed, when a
+        // learning pull after one that taught nothing waited the regular interval (`loadgen
+        // sim --nodes 5000 --steady-periods 5`, ALGORITHM.md §11).
         let interval = if std::mem::take(&mut self.pp_learned) {
-            self.config
-                .probe_interval
-                .min(self.config.push_pull_interval)
+            self.learning_pull_interval()
         } else {
             self.config.push_pull_interval
         };
@@ -2152,11 +2167,7 @@ impl Node {
             }
         };
         if piggyback {
-            let limit = shared_limit(
-                retransmit_limit(self.table.live_count(), self.config.retransmit_mult),
-                self.broadcasts.len(),
-                self.config.broadcast_depth,
-            );
+            let limit = self.broadcast_limit();
             self.broadcasts
                 .take(&mut self.table, limit, |table, id, hint| {
                     match table.get_hinted(id, hint) {
