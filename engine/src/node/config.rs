@@ -65,6 +65,10 @@ pub struct NodeConfig {
     pub probe_timeout: Duration,
     /// Members asked to probe indirectly when a direct probe times out (SWIM's k).
     pub indirect_probes: usize,
+    /// Ping the target directly once more when the indirect probes go out (memberlist's
+    /// fallback ping, sent over UDP): under loss the first ping or its ack may be the
+    /// only thing missing.
+    pub retry_direct_probe: bool,
     /// Suspicion timeout multiplier α: the minimum timeout is
     /// `α · max(1, log10 N) · probe_interval`.
     pub suspicion_mult: u32,
@@ -163,6 +167,7 @@ impl NodeConfig {
             probe_interval: p,
             probe_timeout: p.mul_f64(timeout_frac),
             indirect_probes: 3,
+            retry_direct_probe: true,
             suspicion_mult,
             suspicion_max_mult: 6,
             retransmit_mult: 4,

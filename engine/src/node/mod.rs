@@ -168,6 +168,9 @@ pub struct NodeStats {
     pub slow_acks: u64,
     /// Indirect probe requests sent.
     pub indirect_probes: u64,
+    /// Second direct pings sent alongside indirect probes
+    /// ([`NodeConfig::retry_direct_probe`]).
+    pub direct_retries: u64,
     /// Probes abandoned because this node missed its own deadline (stalled).
     pub stalls: u64,
     /// Longest wait of a datagram in this node's socket before the node read it, in
@@ -1615,6 +1618,15 @@ impl Node {
         if let Some(p) = self.probe.as_mut() {
             p.nacks_expected = n as u32;
         }
+        if self.config.retry_direct_probe {
+            // The same seq: whichever ack comes first, direct or relayed, settles it.
+            self.stats.direct_retries += 1;
+            self.out.push_back(Intent::Ping {
+                to: target_addr,
+                seq,
+                target,
+            });
+        }
     }
 
     /// This node's probe of `id` failed: suspect it.
@@ -2446,6 +2458,42 @@ mod tests {
             }
         }
         t
+    }
+
+    #[test]
+    fn a_probe_that_goes_indirect_pings_its_target_directly_once_more() {
+        for retry in [true, false] {
+            let now = Instant::now();
+            let ([mut a, mut b], t) = joined_pair(now);
+            a.config.retry_direct_probe = retry;
+            let (a_addr, b_addr) = (a.addr(), b.addr());
+            let mut buf = Vec::new();
+            // a's next probe goes to b, and its ping is lost.
+            let t = a.next_probe.unwrap().max(t);
+            a.handle_timeout(t);
+            assert_eq!(a.probe.as_ref().map(|p| p.target), Some(b.config.id));
+            while a.poll_transmit(t, &mut buf).is_some() {
+                buf.clear();
+            }
+            // At the indirect deadline (no relay to ask in a pair) a pings b once more,
+            // with the same seq, and b's ack settles the probe.
+            let t = a.probe.as_ref().and_then(|p| p.indirect_at).unwrap();
+            a.handle_timeout(t);
+            let pings = b.stats().messages_in.get(kind::PING).0;
+            while a.poll_transmit(t, &mut buf).is_some() {
+                b.handle_datagram(t, a_addr, &mut buf);
+                buf.clear();
+            }
+            while b.poll_transmit(t, &mut buf).is_some() {
+                a.handle_datagram(t, b_addr, &mut buf);
+                buf.clear();
+            }
+            let retried = u64::from(retry);
+            assert_eq!(b.stats().messages_in.get(kind::PING).0 - pings, retried);
+            assert_eq!(a.stats().direct_retries, retried);
+            let acked = a.probe.as_ref().is_some_and(|p| p.acked.is_some());
+            assert_eq!(acked, retry);
+        }
     }
 
     #[test]

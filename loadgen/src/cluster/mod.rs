@@ -151,6 +151,10 @@ pub(crate) struct RunArgs {
     /// them, each with probability K/N; `all`: every member that hears of it).
     #[arg(long, value_name = "K|all", default_value = "4", value_parser = parse_probers)]
     pub(crate) suspect_probers: Probers,
+    /// Do not ping a probe's target directly once more when asking others to probe it
+    /// (`NodeConfig::retry_direct_probe`), to measure what the second ping is worth.
+    #[arg(long)]
+    pub(crate) no_direct_retry: bool,
     /// Reader threads calling `lookup` during the kill and churn steps.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=64))]
     pub(crate) readers: u64,
@@ -828,6 +832,7 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
     }
 
     let suspect_probers = args.suspect_probers;
+    let retry_direct_probe = !args.no_direct_retry;
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let obs = Arc::clone(&obs);
@@ -839,6 +844,7 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
                 c.id = NodeId(i as u64 + 1);
                 c.rng_seed = splitmix(seed ^ (i as u64));
                 c.suspect_probers = suspect_probers.0;
+                c.retry_direct_probe = retry_direct_probe;
                 if i < OBSERVERS {
                     c.placement = Some(PlacementConfig { scheme, seed });
                 }

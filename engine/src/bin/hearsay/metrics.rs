@@ -276,6 +276,11 @@ pub(crate) fn render(s: &Snapshot) -> String {
         st.indirect_probes,
     );
     o.counter(
+        "hearsay_direct_retries_total",
+        "Second direct pings sent alongside indirect probes.",
+        st.direct_retries,
+    );
+    o.counter(
         "hearsay_probe_stalls_total",
         "Probes abandoned because this node missed its own deadline.",
         st.stalls,
