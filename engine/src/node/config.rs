@@ -166,7 +166,7 @@ impl NodeConfig {
             metadata: Vec::new(),
             probe_interval: p,
             probe_timeout: p.mul_f64(timeout_frac),
-            indirect_probes: 3,
+            indirect_probes: 5,
             retry_direct_probe: true,
             suspicion_mult,
             suspicion_max_mult: 6,

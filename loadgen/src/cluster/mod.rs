@@ -155,6 +155,10 @@ pub(crate) struct RunArgs {
     /// (`NodeConfig::retry_direct_probe`), to measure what the second ping is worth.
     #[arg(long)]
     pub(crate) no_direct_retry: bool,
+    /// Members asked to probe indirectly when a direct probe times out (SWIM's k;
+    /// default: the preset's).
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub(crate) indirect_probes: Option<u64>,
     /// Reader threads calling `lookup` during the kill and churn steps.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=64))]
     pub(crate) readers: u64,
@@ -833,6 +837,7 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
 
     let suspect_probers = args.suspect_probers;
     let retry_direct_probe = !args.no_direct_retry;
+    let indirect_probes = args.indirect_probes.map(|k| k as usize);
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let obs = Arc::clone(&obs);
@@ -845,6 +850,9 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
                 c.rng_seed = splitmix(seed ^ (i as u64));
                 c.suspect_probers = suspect_probers.0;
                 c.retry_direct_probe = retry_direct_probe;
+                if let Some(k) = indirect_probes {
+                    c.indirect_probes = k;
+                }
                 if i < OBSERVERS {
                     c.placement = Some(PlacementConfig { scheme, seed });
                 }
