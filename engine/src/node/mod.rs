@@ -1378,7 +1378,10 @@ impl Node {
             if m == theirs || m.count == 0 {
                 continue;
             }
-            if theirs.count == 0 {
+            // A peer holding fewer than half as many members here would, after a digest,
+            // ask for most of them: send them at once, as for an empty bucket, and save
+            // the digest, the request and a round trip.
+            if u64::from(theirs.count) * 2 < u64::from(m.count) {
                 push_mask |= 1 << b;
             } else {
                 digest_mask |= 1 << b;
@@ -2334,6 +2337,56 @@ mod tests {
         }
         assert_eq!(node.broadcasts.len(), crowded - 1);
         assert!(node.stats.broadcasts_heard >= 1);
+    }
+
+    #[test]
+    fn a_peer_holding_under_half_a_bucket_gets_its_members_rather_than_a_digest() {
+        let now = Instant::now();
+        let mut node = lone_member(now);
+        let mut ctx = FrameContext::default();
+        for id in 10..1010 {
+            node.handle_update(now, OTHER, NodeId(3), &alive(id), &mut ctx);
+        }
+        node.out.clear();
+        let mine = *node.table.buckets();
+        assert!(mine[..4].iter().all(|b| b.count >= 4), "{:?}", &mine[..4]);
+        let mut theirs = mine;
+        // As many members as here, but other ones: a digest.
+        theirs[0].hash ^= 1;
+        // Fewer than half: the members themselves, as for an empty bucket.
+        theirs[1] = SummaryBucket {
+            count: mine[1].count / 2 - 1,
+            hash: 7,
+        };
+        theirs[2] = SummaryBucket { count: 0, hash: 0 };
+        // Just over half: a digest.
+        theirs[3] = SummaryBucket {
+            count: mine[3].count / 2 + 1,
+            hash: 7,
+        };
+        node.handle_summary(
+            PEER,
+            MemberSummary {
+                round: 1,
+                reply: true,
+                buckets: crate::codec::List::new(&theirs),
+            },
+        );
+        let (mut pushed, mut digested) = (Vec::new(), Vec::new());
+        for intent in &node.out {
+            match intent {
+                Intent::Updates { ids, .. } => pushed.extend(ids.iter().map(|&id| bucket_of(id))),
+                Intent::Digest { ids, .. } => digested.extend(ids.iter().map(|&id| bucket_of(id))),
+                _ => {}
+            }
+        }
+        let count = |v: &[usize], b: usize| v.iter().filter(|&&x| x == b).count();
+        assert_eq!(count(&pushed, 1), mine[1].count as usize);
+        assert_eq!(count(&pushed, 2), mine[2].count as usize);
+        assert_eq!(pushed.len(), (mine[1].count + mine[2].count) as usize);
+        assert_eq!(count(&digested, 0), mine[0].count as usize);
+        assert_eq!(count(&digested, 3), mine[3].count as usize);
+        assert_eq!(digested.len(), (mine[0].count + mine[3].count) as usize);
     }
 
     #[test]
