@@ -594,18 +594,21 @@ fn cold_start_updates_until_quiet(n: usize, broadcast_depth: usize) -> u64 {
         .sum()
 }
 
-/// A cold start queues every joiner at every member. At full budget each member would
-/// send each of them `limit` times, long after everyone knew; a queue longer than
+/// A cold start queues joiners at every member. At full budget each member would send
+/// each of them `limit` times, long after everyone knew; a queue longer than
 /// `broadcast_depth` shares the budget out and push-pull settles the rest.
 #[test]
 fn a_crowded_queue_shares_its_retransmissions_so_a_cold_start_costs_less() {
     let n = 1000;
     let full = cold_start_updates_until_quiet(n, usize::MAX);
-    let shared = cold_start_updates_until_quiet(n, 64);
-    // 2.82 M against 4.06 M when this was written (seed 23); the simulator is exact, so
-    // this fails only if the budget stops being shared.
+    // Since push-pull sends a peer's half-empty buckets whole (ALGORITHM.md §11), most of
+    // this cold start is learned from pulls and few queues pass the default depth of 64:
+    // 1.30 M updates either way (seed 23), against 2.82 M shared and 4.06 M at full
+    // budget before. A depth of 8 crowds them: 1.16 M against 1.30 M. The simulator is
+    // exact, so this fails only if the budget stops being shared.
+    let shared = cold_start_updates_until_quiet(n, 8);
     assert!(
-        shared * 10 < full * 8,
+        shared * 10 < full * 9,
         "{shared} updates sent with a shared budget against {full} at full budget"
     );
 }
