@@ -504,6 +504,11 @@ pub struct Node {
     /// a node that is behind pulls again after one period instead of a whole interval.
     pp_peer: Option<SocketAddr>,
     pp_learned: bool,
+    /// Whether the peer of this node's last push-pull answered its summary.
+    pp_answered: bool,
+    /// Whether this node is pulling every period: its last answered push-pull taught it
+    /// something.
+    pp_learning: bool,
 
     router: Option<Arc<Router>>,
     store: Store,
@@ -609,6 +614,8 @@ impl Node {
             peak_live: 1,
             pp_peer: None,
             pp_learned: false,
+            pp_answered: false,
+            pp_learning: false,
             router,
             store,
             neighbours: Vec::new(),
@@ -1360,6 +1367,9 @@ impl Node {
             self.stats.unhandled_messages += 1;
             return;
         }
+        if s.reply && self.pp_peer == Some(from) {
+            self.pp_answered = true;
+        }
         if !s.reply {
             self.out.push_back(Intent::Summary {
                 to: from,
@@ -1864,7 +1874,14 @@ impl Node {
         // (seeds 1 and 2), against 4.5–19.5 periods and 433–483 KiB, by seed, when a
         // learning pull after one that taught nothing waited the regular interval (`loadgen
         // sim --nodes 5000 --steady-periods 5`, ALGORITHM.md §11).
-        let interval = if std::mem::take(&mut self.pp_learned) {
+        // A pull that got no answer (its summary or the reply was lost, or the peer is
+        // gone) says nothing about whether this node is still behind: it keeps the pace
+        // of the pulls before it. Under 10% loss about one pull in five goes unanswered,
+        // and a node still behind used to wait the regular interval after one.
+        let learned = std::mem::take(&mut self.pp_learned);
+        let answered = std::mem::take(&mut self.pp_answered);
+        self.pp_learning = learned || (!answered && self.pp_learning);
+        let interval = if self.pp_learning {
             self.learning_pull_interval()
         } else {
             self.config.push_pull_interval
@@ -2250,7 +2267,20 @@ mod tests {
             assert!(next <= t + p.mul_f64(1.25), "{:?}", next - t);
             t = next;
         }
-        // A pull that taught nothing puts the next back at the regular interval.
+        // A pull that went unanswered keeps the pace.
+        node.push_pull_tick(t);
+        let next = node.next_push_pull.unwrap();
+        assert!(next <= t + p.mul_f64(1.25), "{:?}", next - t);
+        t = next;
+        // A pull answered but teaching nothing puts the next back at the regular interval,
+        // and so does an unanswered one after it.
+        for _ in 0..2 {
+            node.pp_answered = true;
+            node.push_pull_tick(t);
+            let next = node.next_push_pull.unwrap();
+            assert!(next >= t + interval.mul_f64(0.75), "{:?}", next - t);
+            t = next;
+        }
         node.push_pull_tick(t);
         let next = node.next_push_pull.unwrap();
         assert!(next >= t + interval.mul_f64(0.75), "{:?}", next - t);
@@ -2337,6 +2367,24 @@ mod tests {
         }
         assert_eq!(node.broadcasts.len(), crowded - 1);
         assert!(node.stats.broadcasts_heard >= 1);
+    }
+
+    #[test]
+    fn only_the_pull_peers_reply_counts_as_an_answer() {
+        let now = Instant::now();
+        let mut node = lone_member(now);
+        node.pp_peer = Some(PEER);
+        let buckets = *node.table.buckets();
+        let summary = |reply| MemberSummary {
+            round: 1,
+            reply,
+            buckets: crate::codec::List::new(&buckets),
+        };
+        node.handle_summary(OTHER, summary(true));
+        node.handle_summary(PEER, summary(false));
+        assert!(!node.pp_answered);
+        node.handle_summary(PEER, summary(true));
+        assert!(node.pp_answered);
     }
 
     #[test]

@@ -130,7 +130,9 @@ pub(crate) fn parse_rx_timestamp(control: &[u8]) -> Option<Duration> {
         }
         if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS {
             let data = &control[off + cmsg_align(CMSG_HDR_LEN)..off + cmsg_len];
-            let sec_len = std::mem::size_of::<libc::time_t>();
+            // The kernel's `__kernel_old_timespec`: both fields are a C `long`, whatever
+            // `time_t` the C library chose (musl's is 64-bit everywhere).
+            let sec_len = std::mem::size_of::<libc::c_long>();
             let nsec_len = std::mem::size_of::<libc::c_long>();
             let sec = read_int(data.get(..sec_len)?)?;
             let nsec = read_int(data.get(sec_len..sec_len + nsec_len)?)?;
