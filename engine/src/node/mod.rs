@@ -1871,9 +1871,11 @@ impl Node {
         // exchange costs two summaries plus the differences, so a node that is behind
         // gains more from pulling every period than the exchanges cost: in the simulator a
         // 5000-node cold start converged in 3.4–3.5 periods with 371–373 KiB sent per node
-        // (seeds 1 and 2), against 4.5–19.5 periods and 433–483 KiB, by seed, when a
-        // learning pull after one that taught nothing waited the regular interval (`loadgen
-        // sim --nodes 5000 --steady-periods 5`, ALGORITHM.md §11).
+        // (seeds 1 and 2, before whole buckets were pushed), against 4.5–19.5 periods and
+        // 433–483 KiB, by seed, when a learning pull after one that taught nothing waited
+        // the regular interval (`loadgen sim --nodes 5000 --steady-periods 5`, ALGORITHM.md
+        // §11).
+        //
         // A pull that got no answer (its summary or the reply was lost, or the peer is
         // gone) says nothing about whether this node is still behind: it keeps the pace
         // of the pulls before it. Under 10% loss about one pull in five goes unanswered,
