@@ -124,8 +124,8 @@ impl LocalHealth {
 /// little (a member few others know yet, during a cold start) does not pass for one that
 /// reads on time between two late datagrams; a node that has caught up reads zero within
 /// two windows. The node uses windows of two probe intervals: in 5000-node cold starts on
-/// two cores, windows of one gossip interval (a fifth of a period) left the cluster in a
-/// storm of false suspicions, and one period only damped it (`engine/ALGORITHM.md` §7.5).
+/// two cores, windows of a fifth of a period left the cluster in a storm of false
+/// suspicions, and one period only damped it (`engine/ALGORITHM.md` §7.5).
 #[derive(Clone, Copy, Debug)]
 pub struct InputLag {
     window: Duration,

@@ -90,7 +90,12 @@ pub struct NodeConfig {
     /// everywhere, against 16–18 s with four, when every failed probe still raised the
     /// local health score (`engine/ALGORITHM.md` §7.3).
     pub suspect_probers: Option<usize>,
-    /// Time between gossip rounds, when updates are pending.
+    /// Time between gossip rounds, when updates are pending. Default: a tenth of the
+    /// probe interval (100 ms on LAN, half of memberlist's 200 ms). A rumour's last nodes
+    /// are the few the first wave of pushes missed, and each further round cuts them by
+    /// `e^-fanout`, so this interval sets the tail: with 200 ms the last of 5000 nodes
+    /// heard a rumour after 463–653 ms, with 100 ms after 235–307 ms (`engine/ALGORITHM.md`
+    /// §10).
     pub gossip_interval: Duration,
     /// Input delay beyond which this node counts as reading its input late. The host
     /// reports how long each datagram waited in the socket before the node read it
@@ -100,7 +105,8 @@ pub struct NodeConfig {
     /// for two to four probe intervals after the datagram that showed it), the node defers the
     /// gossip rounds and push-pull rounds it starts (answers to its peers still go out), a
     /// probe that got no answer raises no suspicion, and an expiring suspicion waits out
-    /// the delay (up to its longest timeout). Default: the gossip interval.
+    /// the delay (up to its longest timeout). Default: a fifth of the probe interval on
+    /// LAN and Local (200 ms on LAN), a tenth on WAN.
     pub input_lag_limit: Duration,
     /// Members each gossip round (and each immediate push of a new update) goes to.
     pub gossip_fanout: usize,
@@ -138,6 +144,10 @@ pub struct NodeConfig {
     /// Deltas buffered per partition at most; neighbours further behind are repaired by
     /// anti-entropy.
     pub crdt_buffer_cap: usize,
+    /// Time between CRDT replication rounds while a neighbour has not acknowledged every
+    /// delta sent to it: each round sends the unacknowledged runs again. A new local or
+    /// remote delta asks for a round at once, at most every quarter of this interval.
+    pub crdt_round_interval: Duration,
     /// Time between CRDT anti-entropy rounds with a random member.
     pub crdt_sync_interval: Duration,
 }
@@ -152,7 +162,9 @@ impl NodeConfig {
             Preset::Wan => Duration::from_secs(5),
             Preset::Local => Duration::from_millis(200),
         };
-        let (timeout_frac, suspicion_mult, gossip_div) = match preset {
+        // `round_div`: the input lag limit and the CRDT round interval are p/5 on LAN and
+        // Local (200 ms on LAN), p/10 on WAN; gossip rounds are p/10 everywhere.
+        let (timeout_frac, suspicion_mult, round_div) = match preset {
             Preset::Lan | Preset::Local => (0.5, 4, 5),
             Preset::Wan => (0.6, 6, 10),
         };
@@ -173,8 +185,8 @@ impl NodeConfig {
             retransmit_mult: 4,
             broadcast_depth: 64,
             suspect_probers: Some(4),
-            gossip_interval: p / gossip_div,
-            input_lag_limit: p / gossip_div,
+            gossip_interval: p / 10,
+            input_lag_limit: p / round_div,
             gossip_fanout: 3,
             push_pull_interval: p * 15,
             dead_gossip_interval: p * 10,
@@ -189,6 +201,7 @@ impl NodeConfig {
             verify_source: true,
             crdt_neighbours: 3,
             crdt_buffer_cap: 4096,
+            crdt_round_interval: p / round_div,
             crdt_sync_interval: p * 15,
         }
     }
@@ -227,6 +240,7 @@ impl NodeConfig {
             ("push_pull_interval", self.push_pull_interval),
             ("dead_gossip_interval", self.dead_gossip_interval),
             ("join_retry", self.join_retry),
+            ("crdt_round_interval", self.crdt_round_interval),
             ("crdt_sync_interval", self.crdt_sync_interval),
         ] {
             if d.is_zero() {
@@ -300,6 +314,8 @@ mod tests {
         let local = NodeConfig::new(Preset::Local, addr, b"c");
         assert_eq!(lan.probe_interval, local.probe_interval * 5);
         assert_eq!(lan.push_pull_interval, local.push_pull_interval * 5);
+        assert_eq!(lan.gossip_interval, local.gossip_interval * 5);
+        assert_eq!(lan.crdt_round_interval, local.crdt_round_interval * 5);
         // The id is a function of the address.
         assert_eq!(lan.id, local.id);
     }
@@ -314,6 +330,10 @@ mod tests {
         let mut c = NodeConfig::new(Preset::Lan, addr, b"c");
         c.max_datagram = 10;
         assert!(c.validate().is_err());
+        let mut c = NodeConfig::new(Preset::Lan, addr, b"c");
+        c.crdt_round_interval = Duration::ZERO;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("crdt_round_interval"), "{e}");
         let mut c = NodeConfig::new(Preset::Lan, addr, &[b'x'; 65]);
         c.gossip_fanout = 1;
         assert!(c.validate().is_err());

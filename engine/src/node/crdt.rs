@@ -70,10 +70,11 @@ impl Node {
         self.neighbours.iter().map(|n| n.0)
     }
 
-    /// Ask for a replication round soon (rate-limited like gossip).
+    /// Ask for a replication round soon: at once, unless one went out less than a quarter
+    /// of [`crdt_round_interval`](super::NodeConfig::crdt_round_interval) ago.
     pub(super) fn crdt_soon(&mut self, now: Instant) {
         let earliest = match self.last_crdt_round {
-            Some(t) => (t + self.config.gossip_interval / 4).max(now),
+            Some(t) => (t + self.config.crdt_round_interval / 4).max(now),
             None => now,
         };
         if self.next_crdt_round.is_none_or(|t| t > earliest) {
@@ -132,7 +133,7 @@ impl Node {
         }
         // Unacknowledged runs are sent again next round.
         if pending {
-            self.next_crdt_round = Some(now + self.config.gossip_interval);
+            self.next_crdt_round = Some(now + self.config.crdt_round_interval);
         }
     }
 
