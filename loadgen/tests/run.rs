@@ -63,6 +63,14 @@ fn cold_start_rumour_crdt_and_kill_on_the_memory_transport() {
         "3",
     ]);
     check_converged(&r, &["cold-start", "rumor", "crdt", "kill", "partition"]);
+    // Every node learned the 59 others in the cold start, and the rumour's change in the
+    // rumour step, each from at least one of the copies it read.
+    let usage = |i: usize, f: &str| r["steps"][i]["usage"][f].as_u64().unwrap();
+    assert!(usage(0, "updates_merged") >= 60 * 59, "{}", r["steps"][0]);
+    assert!(usage(1, "updates_merged") >= 59, "{}", r["steps"][1]);
+    for i in 0..2 {
+        assert!(usage(i, "updates_read") >= usage(i, "updates_merged"));
+    }
     let kill = &r["steps"][3];
     // 5% of 60: three nodes crash; the other 57 see them dead, within the bound.
     assert_eq!(kill["convergence"]["nodes"], 57);

@@ -307,6 +307,13 @@ pub(crate) struct Usage {
     /// Messages the nodes wrote, by message type (types with none are left out); a
     /// datagram carries several, so these add up to more than `datagrams_per_node_s`.
     pub(crate) messages: Vec<MessageRate>,
+    /// Member updates the nodes read, all nodes together: every copy of every update,
+    /// whether it told the reader something new or not.
+    pub(crate) updates_read: u64,
+    /// Of those, the ones that changed the reader's view. `updates_read / updates_merged`
+    /// is the copies read per change learned: for the rumour step, the messages one
+    /// rumour cost each member until the last had it.
+    pub(crate) updates_merged: u64,
 }
 
 /// One message type's share of a step's traffic.
@@ -326,31 +333,51 @@ pub(crate) fn message_names() -> Vec<&'static str> {
         .collect()
 }
 
-/// Messages and bytes every node has written so far, by type, summed over the nodes.
-/// Each node sends its counts from its shard's thread; a crashed node's closure is dropped
-/// unanswered, and a restarted node counts from its restart.
-fn message_totals(c: &Cluster) -> Vec<(&'static str, u64, u64)> {
+/// What every node has counted so far, summed over the nodes.
+struct Totals {
+    /// Messages and bytes written, by type.
+    messages: Vec<(&'static str, u64, u64)>,
+    /// Member updates read.
+    updates_read: u64,
+    /// Member updates merged that changed something.
+    updates_merged: u64,
+}
+
+/// Messages and bytes every node has written so far, by type, and the member updates it
+/// has read and merged, summed over the nodes. Each node sends its counts from its shard's
+/// thread; a crashed node's closure is dropped unanswered, and a restarted node counts from
+/// its restart.
+fn totals(c: &Cluster) -> Totals {
     let (tx, rx) = mpsc::channel();
     for i in 0..c.ids.len() {
         let tx = tx.clone();
         let cmd = HostCmd::Inspect(Box::new(move |n| {
-            let _ = tx.send(n.stats().messages_out);
+            let s = n.stats();
+            let read = s.messages_in.get(hearsay::codec::kind::MEMBER).0;
+            let _ = tx.send((s.messages_out, read, s.updates_merged));
         }));
         // A node the runtime no longer hosts has nothing to add.
         let _ = c.send(i, cmd);
     }
     drop(tx);
-    let mut totals: Vec<(&'static str, u64, u64)> =
-        message_names().into_iter().map(|k| (k, 0, 0)).collect();
+    let mut t = Totals {
+        messages: message_names().into_iter().map(|k| (k, 0, 0)).collect(),
+        updates_read: 0,
+        updates_merged: 0,
+    };
     // Ends once every closure has run or been dropped (all senders gone).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while let Ok(counts) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        for (t, (_, m, b)) in totals.iter_mut().zip(counts.iter()) {
+    while let Ok((counts, read, merged)) =
+        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+    {
+        for (t, (_, m, b)) in t.messages.iter_mut().zip(counts.iter()) {
             t.1 += m;
             t.2 += b;
         }
+        t.updates_read += read;
+        t.updates_merged += merged;
     }
-    totals
+    t
 }
 
 /// What one step measured.
@@ -594,7 +621,7 @@ struct Meter {
     bytes: u64,
     cpu: f64,
     drops: u64,
-    messages: Vec<(&'static str, u64, u64)>,
+    totals: Totals,
 }
 
 impl Meter {
@@ -609,7 +636,7 @@ impl Meter {
             bytes: s.bytes_out,
             cpu: sys::cpu_seconds(),
             drops: sys::udp_receive_errors(),
-            messages: message_totals(c),
+            totals: totals(c),
         }
     }
 
@@ -619,9 +646,11 @@ impl Meter {
         let n = c.live_indices().len().max(1) as f64;
         let cpu = sys::cpu_seconds() - self.cpu;
         let backlog = c.backlog.take_peak();
-        let messages = message_totals(c)
+        let now = totals(c);
+        let messages = now
+            .messages
             .into_iter()
-            .zip(&self.messages)
+            .zip(&self.totals.messages)
             .filter_map(|((kind, m1, b1), &(_, m0, b0))| {
                 let m = m1.saturating_sub(m0);
                 (m > 0).then(|| MessageRate {
@@ -647,6 +676,10 @@ impl Meter {
                 .recv_buffers_exhausted
                 .saturating_sub(self.start.recv_buffers_exhausted),
             messages,
+            updates_read: now.updates_read.saturating_sub(self.totals.updates_read),
+            updates_merged: now
+                .updates_merged
+                .saturating_sub(self.totals.updates_merged),
         }
     }
 }

@@ -129,6 +129,18 @@ pub(crate) fn step_line(r: &StepRecord, period: Duration) -> String {
         r.usage.send_errors,
         r.usage.recv_buffers_exhausted
     );
+    let u = &r.usage;
+    if u.updates_merged > 0 {
+        let _ = write!(
+            s,
+            "; member updates read {}, merged {} ({:.1} read per change)",
+            u.updates_read,
+            u.updates_merged,
+            u.updates_read as f64 / u.updates_merged as f64
+        );
+    } else {
+        let _ = write!(s, "; member updates read {}, none merged", u.updates_read);
+    }
     let mut top: Vec<_> = r.usage.messages.iter().collect();
     top.sort_by(|a, b| b.bytes_per_node_s.total_cmp(&a.bytes_per_node_s));
     for (i, m) in top.iter().take(3).enumerate() {
