@@ -76,6 +76,14 @@ fn cold_start_rumour_crdt_and_kill_on_the_memory_transport() {
     assert_eq!(kill["convergence"]["nodes"], 57);
     assert!(kill["convergence"]["last_ms"].as_f64().unwrap() <= kill["bound_ms"].as_f64().unwrap());
     assert!(kill["lookups"]["count"].as_u64().unwrap() > 0);
+    // The crashed members were found by probes that failed, which raised suspicions.
+    let detector = &kill["usage"]["detector"];
+    assert!(
+        detector["probe_failures"].as_u64().unwrap() > 0,
+        "{detector}"
+    );
+    assert!(detector["suspicions"].as_u64().unwrap() > 0, "{detector}");
+    assert!(detector["probes"].as_u64() > detector["probe_failures"].as_u64());
     assert_eq!(r["backend"], "memory (in-process network)");
 }
 
@@ -106,6 +114,7 @@ fn bad_arguments_are_one_line_errors() {
         &["--delay", "uniform:5:1"],
         &["--scenario", "rumor"],
         &["--loss", "1.5"],
+        &["--gossip-interval", "0"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
             .args(args)

@@ -159,6 +159,10 @@ pub(crate) struct RunArgs {
     /// default: the preset's).
     #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=16))]
     pub(crate) indirect_probes: Option<u64>,
+    /// Time between gossip rounds, in milliseconds (default: the preset's, a tenth of the
+    /// probe interval).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub(crate) gossip_interval: Option<u64>,
     /// Reader threads calling `lookup` during the kill and churn steps.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=64))]
     pub(crate) readers: u64,
@@ -314,6 +318,8 @@ pub(crate) struct Usage {
     /// is the copies read per change learned: for the rumour step, the messages one
     /// rumour cost each member until the last had it.
     pub(crate) updates_merged: u64,
+    /// What the failure detectors did during the step.
+    pub(crate) detector: Detector,
 }
 
 /// One message type's share of a step's traffic.
@@ -341,6 +347,61 @@ struct Totals {
     updates_read: u64,
     /// Member updates merged that changed something.
     updates_merged: u64,
+    /// Failure detector counters.
+    detector: Detector,
+}
+
+/// What the nodes' failure detectors did, all nodes together (from
+/// [`hearsay::node::NodeStats`]).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct Detector {
+    /// Direct probes sent.
+    pub(crate) probes: u64,
+    /// Probes that failed (no ack, direct or indirect).
+    pub(crate) probe_failures: u64,
+    /// Probes answered after more than half the probe timeout.
+    pub(crate) slow_acks: u64,
+    /// Probes left unjudged because their node read its input late.
+    pub(crate) probes_unjudged: u64,
+    /// Suspicions raised.
+    pub(crate) suspicions: u64,
+    /// Suspicion deadlines extended because their node read its input late.
+    pub(crate) suspicions_extended: u64,
+}
+
+impl Detector {
+    fn of(s: &hearsay::node::NodeStats) -> Self {
+        Self {
+            probes: s.probes,
+            probe_failures: s.probe_failures,
+            slow_acks: s.slow_acks,
+            probes_unjudged: s.probes_unjudged,
+            suspicions: s.suspicions,
+            suspicions_extended: s.suspicions_extended,
+        }
+    }
+
+    fn add(&mut self, o: &Self) {
+        self.probes += o.probes;
+        self.probe_failures += o.probe_failures;
+        self.slow_acks += o.slow_acks;
+        self.probes_unjudged += o.probes_unjudged;
+        self.suspicions += o.suspicions;
+        self.suspicions_extended += o.suspicions_extended;
+    }
+
+    fn since(&self, o: &Self) -> Self {
+        Self {
+            probes: self.probes.saturating_sub(o.probes),
+            probe_failures: self.probe_failures.saturating_sub(o.probe_failures),
+            slow_acks: self.slow_acks.saturating_sub(o.slow_acks),
+            probes_unjudged: self.probes_unjudged.saturating_sub(o.probes_unjudged),
+            suspicions: self.suspicions.saturating_sub(o.suspicions),
+            suspicions_extended: self
+                .suspicions_extended
+                .saturating_sub(o.suspicions_extended),
+        }
+    }
 }
 
 /// Messages and bytes every node has written so far, by type, and the member updates it
@@ -354,7 +415,7 @@ fn totals(c: &Cluster) -> Totals {
         let cmd = HostCmd::Inspect(Box::new(move |n| {
             let s = n.stats();
             let read = s.messages_in.get(hearsay::codec::kind::MEMBER).0;
-            let _ = tx.send((s.messages_out, read, s.updates_merged));
+            let _ = tx.send((s.messages_out, read, s.updates_merged, Detector::of(s)));
         }));
         // A node the runtime no longer hosts has nothing to add.
         let _ = c.send(i, cmd);
@@ -364,10 +425,11 @@ fn totals(c: &Cluster) -> Totals {
         messages: message_names().into_iter().map(|k| (k, 0, 0)).collect(),
         updates_read: 0,
         updates_merged: 0,
+        detector: Detector::default(),
     };
     // Ends once every closure has run or been dropped (all senders gone).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while let Ok((counts, read, merged)) =
+    while let Ok((counts, read, merged, detector)) =
         rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
     {
         for (t, (_, m, b)) in t.messages.iter_mut().zip(counts.iter()) {
@@ -376,6 +438,7 @@ fn totals(c: &Cluster) -> Totals {
         }
         t.updates_read += read;
         t.updates_merged += merged;
+        t.detector.add(&detector);
     }
     t
 }
@@ -680,6 +743,7 @@ impl Meter {
             updates_merged: now
                 .updates_merged
                 .saturating_sub(self.totals.updates_merged),
+            detector: now.detector.since(&self.totals.detector),
         }
     }
 }
@@ -871,6 +935,7 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
     let suspect_probers = args.suspect_probers;
     let retry_direct_probe = !args.no_direct_retry;
     let indirect_probes = args.indirect_probes.map(|k| k as usize);
+    let gossip_interval = args.gossip_interval.map(Duration::from_millis);
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let obs = Arc::clone(&obs);
@@ -885,6 +950,9 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
                 c.retry_direct_probe = retry_direct_probe;
                 if let Some(k) = indirect_probes {
                     c.indirect_probes = k;
+                }
+                if let Some(t) = gossip_interval {
+                    c.gossip_interval = t;
                 }
                 if i < OBSERVERS {
                     c.placement = Some(PlacementConfig { scheme, seed });

@@ -141,6 +141,17 @@ pub(crate) fn step_line(r: &StepRecord, period: Duration) -> String {
     } else {
         let _ = write!(s, "; member updates read {}, none merged", u.updates_read);
     }
+    let d = &u.detector;
+    let _ = write!(
+        s,
+        "; probes {} (failed {}, slow acks {}, unjudged {}), suspicions raised {}, extended {}",
+        d.probes,
+        d.probe_failures,
+        d.slow_acks,
+        d.probes_unjudged,
+        d.suspicions,
+        d.suspicions_extended
+    );
     let mut top: Vec<_> = r.usage.messages.iter().collect();
     top.sort_by(|a, b| b.bytes_per_node_s.total_cmp(&a.bytes_per_node_s));
     for (i, m) in top.iter().take(3).enumerate() {
