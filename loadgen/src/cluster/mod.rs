@@ -381,26 +381,30 @@ impl Detector {
         }
     }
 
+    fn fields(&mut self) -> [&mut u64; 6] {
+        [
+            &mut self.probes,
+            &mut self.probe_failures,
+            &mut self.slow_acks,
+            &mut self.probes_unjudged,
+            &mut self.suspicions,
+            &mut self.suspicions_extended,
+        ]
+    }
+
     fn add(&mut self, o: &Self) {
-        self.probes += o.probes;
-        self.probe_failures += o.probe_failures;
-        self.slow_acks += o.slow_acks;
-        self.probes_unjudged += o.probes_unjudged;
-        self.suspicions += o.suspicions;
-        self.suspicions_extended += o.suspicions_extended;
+        let mut o = *o;
+        for (a, b) in self.fields().into_iter().zip(o.fields()) {
+            *a += *b;
+        }
     }
 
     fn since(&self, o: &Self) -> Self {
-        Self {
-            probes: self.probes.saturating_sub(o.probes),
-            probe_failures: self.probe_failures.saturating_sub(o.probe_failures),
-            slow_acks: self.slow_acks.saturating_sub(o.slow_acks),
-            probes_unjudged: self.probes_unjudged.saturating_sub(o.probes_unjudged),
-            suspicions: self.suspicions.saturating_sub(o.suspicions),
-            suspicions_extended: self
-                .suspicions_extended
-                .saturating_sub(o.suspicions_extended),
+        let (mut d, mut o) = (*self, *o);
+        for (a, b) in d.fields().into_iter().zip(o.fields()) {
+            *a = a.saturating_sub(*b);
         }
+        d
     }
 }
 
