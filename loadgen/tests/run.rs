@@ -71,6 +71,23 @@ fn cold_start_rumour_crdt_and_kill_on_the_memory_transport() {
     for i in 0..2 {
         assert!(usage(i, "updates_read") >= usage(i, "updates_merged"));
     }
+    // The cold start is also told by quarter of the join window: every node in one group,
+    // the seed in the first, and the groups' last node is the step's.
+    let groups = r["steps"][0]["by_join"].as_array().unwrap();
+    assert_eq!(groups.len(), 4, "{}", r["steps"][0]);
+    let sum = |f: &str| groups.iter().map(|g| g[f].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("nodes"), 60);
+    assert_eq!(sum("converged"), 60);
+    assert_eq!(groups[0]["joined_from_ms"], 0.0);
+    let last = groups
+        .iter()
+        .map(|g| g["last_ms"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert_eq!(
+        last,
+        r["steps"][0]["convergence"]["last_ms"].as_f64().unwrap()
+    );
+    assert!(r["steps"][1].get("by_join").is_none());
     let kill = &r["steps"][3];
     // 5% of 60: three nodes crash; the other 57 see them dead, within the bound.
     assert_eq!(kill["convergence"]["nodes"], 57);

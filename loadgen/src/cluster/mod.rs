@@ -272,6 +272,46 @@ pub(crate) struct Convergence {
     pub(crate) times_ms: Vec<f64>,
 }
 
+/// Convergence of the nodes told to join in one quarter of the cold start's join window.
+/// Early joiners get a small view from the seed and must learn the rest; late ones get a
+/// fuller one: this shows which of them the last node is.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct JoinGroup {
+    /// The part of the window, in ms after the step began: `[from, to)`.
+    pub(crate) joined_from_ms: f64,
+    pub(crate) joined_to_ms: f64,
+    pub(crate) nodes: usize,
+    pub(crate) converged: usize,
+    pub(crate) p50_ms: f64,
+    pub(crate) last_ms: f64,
+}
+
+/// How many live members the nodes not yet at the goal see: "the others see
+/// 2–4990 members (median 1784)", or `None` when every node met it.
+fn behind_views(obs: &Observatory, epoch: u32, nodes: &[usize]) -> Option<String> {
+    let mut live: Vec<u32> = nodes
+        .iter()
+        .map(|&i| &obs.slots[i])
+        .filter(|s| s.epoch.load(Ordering::Acquire) != epoch)
+        .map(|s| s.live.load(Ordering::Relaxed))
+        .collect();
+    live.sort_unstable();
+    let (first, last) = (live.first()?, live.last()?);
+    Some(format!(
+        "the others see {first}–{last} members (median {})",
+        live[(live.len() - 1) / 2]
+    ))
+}
+
+/// The `p` quantile of sorted `times` (NaN when empty).
+fn quantile(times: &[f64], p: f64) -> f64 {
+    if times.is_empty() {
+        return f64::NAN;
+    }
+    let k = ((p * times.len() as f64).ceil() as usize).clamp(1, times.len());
+    times[k - 1]
+}
+
 /// Lookup latency seen by the reader threads.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Lookups {
@@ -462,6 +502,9 @@ pub(crate) struct StepRecord {
     pub(crate) usage: Usage,
     /// Distinct view hashes among live nodes when the step ended.
     pub(crate) distinct_views: usize,
+    /// Cold start: convergence by quarter of the join window.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) by_join: Vec<JoinGroup>,
 }
 
 /// The whole run.
@@ -551,36 +594,59 @@ impl Cluster {
                 .iter()
                 .filter(|&&i| self.obs.slots[i].epoch.load(Ordering::Acquire) == self.epoch)
                 .count();
+            let counting = matches!(self.obs.watch.load().goal, Goal::Live(_));
             self.progress
-                .update(label, done, live.len(), start.elapsed());
+                .update_with(label, done, live.len(), start.elapsed(), || {
+                    counting
+                        .then(|| behind_views(&self.obs, self.epoch, &live))
+                        .flatten()
+                });
             if done == live.len() || start.elapsed() >= limit {
                 break;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         self.progress.finish();
-        let mut times: Vec<f64> = live
+        let times = self.times_of(&live);
+        Convergence {
+            nodes: live.len(),
+            converged: times.len(),
+            first_ms: times.first().copied().unwrap_or(f64::NAN),
+            p50_ms: quantile(&times, 0.50),
+            p99_ms: quantile(&times, 0.99),
+            last_ms: times.last().copied().unwrap_or(f64::NAN),
+            times_ms: times,
+        }
+    }
+
+    /// When each of `nodes` met the current goal, in ms, sorted; those that have not are
+    /// left out.
+    fn times_of(&self, nodes: &[usize]) -> Vec<f64> {
+        let mut times: Vec<f64> = nodes
             .iter()
             .filter(|&&i| self.obs.slots[i].epoch.load(Ordering::Acquire) == self.epoch)
             .map(|&i| self.obs.slots[i].at_us.load(Ordering::Relaxed) as f64 / 1000.0)
             .collect();
         times.sort_by(f64::total_cmp);
-        let q = |p: f64| -> f64 {
-            if times.is_empty() {
-                return f64::NAN;
-            }
-            let k = ((p * times.len() as f64).ceil() as usize).clamp(1, times.len());
-            times[k - 1]
-        };
-        Convergence {
-            nodes: live.len(),
-            converged: times.len(),
-            first_ms: times.first().copied().unwrap_or(f64::NAN),
-            p50_ms: q(0.50),
-            p99_ms: q(0.99),
-            last_ms: times.last().copied().unwrap_or(f64::NAN),
-            times_ms: times,
-        }
+        times
+    }
+
+    /// Convergence of the current goal among each group of nodes, in order.
+    fn by_join(&self, groups: &[(Duration, Duration, Vec<usize>)]) -> Vec<JoinGroup> {
+        groups
+            .iter()
+            .map(|(from, to, nodes)| {
+                let times = self.times_of(nodes);
+                JoinGroup {
+                    joined_from_ms: from.as_secs_f64() * 1000.0,
+                    joined_to_ms: to.as_secs_f64() * 1000.0,
+                    nodes: nodes.len(),
+                    converged: times.len(),
+                    p50_ms: quantile(&times, 0.50),
+                    last_ms: times.last().copied().unwrap_or(f64::NAN),
+                }
+            })
+            .collect()
     }
 
     fn distinct_views(&self) -> usize {
@@ -1009,6 +1075,7 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
             lookups: None,
             usage: Usage::default(),
             distinct_views: 0,
+            by_join: Vec::new(),
         };
         match step {
             Step::ColdStart => {
@@ -1020,6 +1087,15 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
                     .map(|i| (window.mul_f64(c.rng.random::<f64>()), i))
                     .collect();
                 joins.sort_unstable();
+                // Quarters of the window; the seed, told first, is in the first.
+                let mut groups: Vec<(Duration, Duration, Vec<usize>)> = (0..4u32)
+                    .map(|q| (window * q / 4, window * (q + 1) / 4, Vec::new()))
+                    .collect();
+                groups[0].2.push(0);
+                for &(at, i) in &joins {
+                    let q = (at.as_secs_f64() / window.as_secs_f64().max(1e-9) * 4.0) as usize;
+                    groups[q.min(3)].2.push(i);
+                }
                 for (at, i) in joins {
                     let wait = (since + at).saturating_duration_since(Instant::now());
                     if !wait.is_zero() {
@@ -1029,6 +1105,7 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
                 }
                 let limit = c.limit();
                 rec.convergence = Some(c.wait_goal("cold start", limit));
+                rec.by_join = c.by_join(&groups);
                 rec.distinct_views = c.wait_same_view(c.period * 10);
                 rec.what = format!(
                     "{n} nodes join through {} seed{}, spread over {} periods",

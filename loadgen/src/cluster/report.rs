@@ -28,6 +28,19 @@ impl Progress {
 
     /// `done` of `total` nodes (total 0: a count with no end) after `elapsed`.
     pub(crate) fn update(&mut self, label: &str, done: usize, total: usize, elapsed: Duration) {
+        self.update_with(label, done, total, elapsed, || None);
+    }
+
+    /// [`update`](Self::update), with `detail` appended to a plain line (asked for only when
+    /// a line is printed).
+    pub(crate) fn update_with(
+        &mut self,
+        label: &str,
+        done: usize,
+        total: usize,
+        elapsed: Duration,
+        detail: impl FnOnce() -> Option<String>,
+    ) {
         if self.tty {
             let bar = self.bar.get_or_insert_with(|| {
                 let b = ProgressBar::new(total as u64);
@@ -46,8 +59,9 @@ impl Progress {
         {
             self.last_line = Some(Instant::now());
             if total > 0 {
+                let detail = detail().map(|d| format!("; {d}")).unwrap_or_default();
                 eprintln!(
-                    "  {label}: {done}/{total} nodes after {:.1} s",
+                    "  {label}: {done}/{total} nodes after {:.1} s{detail}",
                     elapsed.as_secs_f64()
                 );
             } else {
@@ -114,6 +128,18 @@ pub(crate) fn step_line(r: &StepRecord, period: Duration) -> String {
     }
     if let Some(b) = r.bound_ms {
         let _ = write!(s, ", bound {} ms", ms(b));
+    }
+    if !r.by_join.is_empty() {
+        let groups: Vec<String> = r
+            .by_join
+            .iter()
+            .map(|g| format!("{}/{}", ms(g.p50_ms), ms(g.last_ms)))
+            .collect();
+        let _ = write!(
+            s,
+            "; by quarter of the join window, p50/last ms: {}",
+            groups.join(", ")
+        );
     }
     let _ = write!(
         s,
@@ -369,6 +395,7 @@ fn render_markdown(rec: &RunRecord) -> String {
     for r in &rec.steps {
         let _ = writeln!(out, "- {:?}: {}", r.step, r.what);
     }
+    out.push_str(&render_by_join(rec));
     for l in lookups_lines(rec) {
         let _ = writeln!(out, "- {l}");
     }
@@ -383,6 +410,31 @@ fn render_markdown(rec: &RunRecord) -> String {
          process over all cores. The message tables count what the nodes wrote (a datagram \
          carries several messages; frame headers are in no type's bytes)."
     );
+    out
+}
+
+/// The cold start's convergence by when the nodes joined, as a Markdown table.
+fn render_by_join(rec: &RunRecord) -> String {
+    let mut out = String::new();
+    for r in rec.steps.iter().filter(|r| !r.by_join.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\n{:?}, by when the nodes were told to join:\n\n| joined (ms) | nodes | converged | p50 ms | last ms |\n|---|--:|--:|--:|--:|",
+            r.step
+        );
+        for g in &r.by_join {
+            let _ = writeln!(
+                out,
+                "| {}–{} | {} | {} | {} | {} |",
+                ms(g.joined_from_ms),
+                ms(g.joined_to_ms),
+                g.nodes,
+                g.converged,
+                ms(g.p50_ms),
+                ms(g.last_ms)
+            );
+        }
+    }
     out
 }
 
