@@ -425,6 +425,8 @@ def main():
         r.append(criterion_tables(crit, ("build",)))
         r.append("### Codec\n")
         r.append(criterion_tables(crit, ("encode", "decode")))
+        r.append("### A node's receive path (a frame of member updates it already holds)\n")
+        r.append(criterion_tables(crit, ("receive",)))
         r.append("### CRDT merges\n")
         r.append(criterion_tables(crit, ("merge", "apply")))
         r.append("### The example router's decision beside a bare UDP forward\n")

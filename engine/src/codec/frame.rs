@@ -295,6 +295,14 @@ pub struct Messages<'a> {
     done: bool,
 }
 
+impl Messages<'_> {
+    /// Bytes not yet decoded: the difference across a call to `next` is the length of the
+    /// message it returned.
+    pub fn remaining(&self) -> usize {
+        self.input.len()
+    }
+}
+
 impl<'a> Iterator for Messages<'a> {
     type Item = Result<Message<'a>, DecodeError>;
 
