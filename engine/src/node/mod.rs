@@ -2302,6 +2302,41 @@ mod tests {
         assert!(next >= t + interval.mul_f64(0.75), "{:?}", next - t);
     }
 
+    /// A frame of more messages than one decode batch: each is merged once and counted by
+    /// its bytes; cut short, the messages before the cut are merged and the rest is one drop.
+    #[test]
+    fn a_frame_is_read_in_batches_up_to_a_broken_message() {
+        let now = Instant::now();
+        let from: SocketAddr = "127.0.0.1:9000".parse().unwrap();
+        let updates: Vec<Message<'_>> = (10..80).map(|id| Message::Member(alive(id))).collect();
+        assert!(updates.len() > 2 * DECODE_BATCH);
+        let config = FrameConfig::new(b"t").unwrap();
+        let mut buf = Vec::new();
+        let mut w = FrameWriter::new(&mut buf, &config, NodeId(5), None);
+        assert!(updates.iter().all(|m| w.try_push(m)));
+        w.finish();
+        let sizes: Vec<usize> = updates.iter().map(|m| m.encoded_len()).collect();
+        let header = buf.len() - sizes.iter().sum::<usize>();
+
+        let mut node = lone_member(now);
+        node.handle_datagram(now, from, &mut buf.clone());
+        assert_eq!(node.stats().updates_merged, 70);
+        assert_eq!(node.live_count(), 71);
+        assert_eq!(
+            node.stats().messages_in.get(kind::MEMBER),
+            (70, sizes.iter().sum::<usize>() as u64)
+        );
+        assert_eq!(node.stats().dropped_total(), 0);
+
+        // Cut inside the 41st message, in the second batch.
+        let cut = header + sizes[..40].iter().sum::<usize>() + 2;
+        let mut node = lone_member(now);
+        node.handle_datagram(now, from, &mut buf[..cut].to_vec());
+        assert_eq!(node.stats().updates_merged, 40);
+        assert_eq!(node.stats().messages_in.get(kind::MEMBER).0, 40);
+        assert_eq!(node.stats().dropped_total(), 1);
+    }
+
     /// A LAN node alone in its cluster, a member since `now`.
     fn lone_member(now: Instant) -> Node {
         let c = NodeConfig::new(Preset::Lan, "127.0.0.1:7001".parse().unwrap(), b"t");
