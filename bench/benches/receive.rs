@@ -12,7 +12,7 @@
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_main, Criterion, Throughput};
 use hearsay::codec::{FrameConfig, FrameWriter, MemberUpdate, Message, Status};
@@ -63,6 +63,7 @@ fn frames() -> (Vec<Vec<u8>>, usize) {
     (frames, per_frame)
 }
 
+/// Receiving node `i`, a member alone in its cluster, after reading `frames`.
 fn node(i: usize, now: Instant, frames: &[Vec<u8>]) -> Node {
     let mut config = NodeConfig::new(Preset::Lan, addr(MEMBERS + 1 + i), LABEL);
     config.id = NodeId(u64::MAX - i as u64);
@@ -71,11 +72,13 @@ fn node(i: usize, now: Instant, frames: &[Vec<u8>]) -> Node {
     for f in frames {
         node.handle_datagram(now, addr(0), &mut f.clone());
     }
-    assert_eq!(
-        node.live_count(),
-        MEMBERS + 1,
-        "the node holds every member"
-    );
+    if !frames.is_empty() {
+        assert_eq!(
+            node.live_count(),
+            MEMBERS + 1,
+            "the node holds every member"
+        );
+    }
     while node.poll_event().is_some() {}
     node
 }
@@ -107,9 +110,38 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
-    g.finish();
     let merged: u64 = nodes.iter().map(|n| n.stats().updates_merged).sum();
     assert_eq!(merged, (NODES * MEMBERS) as u64, "no update changed a view");
+    drop(nodes);
+
+    // Nodes that start empty and learn the members frame by frame; a node that has read
+    // every frame is replaced by a fresh one, outside the timed part.
+    let fresh = |i: usize| node(i, now, &[]);
+    let mut learners: Vec<(Node, usize)> = (0..NODES).map(|i| (fresh(i), 0)).collect();
+    let mut n = 0;
+    g.bench_function("new-members", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let (node, next) = &mut learners[n];
+                if *next == frames.len() {
+                    *node = fresh(n);
+                    *next = 0;
+                }
+                let frame = &frames[*next];
+                let data = &mut buf[..frame.len()];
+                data.copy_from_slice(frame);
+                let start = Instant::now();
+                node.handle_datagram(now, addr(0), black_box(data));
+                spent += start.elapsed();
+                while node.poll_event().is_some() {}
+                *next += 1;
+                n = (n + 1) % NODES;
+            }
+            spent
+        })
+    });
+    g.finish();
 }
 
 fn benches() {

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use crate::membership::prefetch::prefetch;
 use crate::placement::NodeId;
 
 /// Round-robin probe order over a list reshuffled at the start of every round.
@@ -26,6 +27,10 @@ use crate::placement::NodeId;
 pub struct ProbeOrder {
     order: Vec<NodeId>,
     next: usize,
+    /// Where the next insert lands, as a fraction of the rest of the round (32-bit fixed
+    /// point), drawn one insert ahead so that its place can be loaded into the cache
+    /// before the insert needs it.
+    ahead: Option<u32>,
 }
 
 impl ProbeOrder {
@@ -70,11 +75,29 @@ impl ProbeOrder {
     /// inside-out Fisher–Yates step): the rest of the round stays a uniform shuffle, and
     /// the insert is O(1). A shifting insert moved half the round each time, which made a
     /// joiner learning N members pay O(N²) in copies.
+    ///
+    /// The place is uniform over the rest of the round, drawn at the previous insert: a node
+    /// hosted among thousands (the load generator's) finds its order cold in the cache, and
+    /// reading a random place of it was a cache miss for every member learned. The place
+    /// drawn ahead is prefetched, so the miss overlaps the work between two inserts
+    /// (`receive/new-members` in `bench/README.md`).
     pub fn insert(&mut self, rng: &mut impl Rng, id: NodeId) {
-        let at = rng.random_range(self.next..=self.order.len());
+        let len = self.order.len();
+        let u = self.ahead.take().unwrap_or_else(|| rng.random());
+        let at = self.place(u, len);
         self.order.push(id);
-        let last = self.order.len() - 1;
-        self.order.swap(at, last);
+        self.order.swap(at, len);
+        let u = rng.random();
+        self.ahead = Some(u);
+        if let Some(x) = self.order.get(self.place(u, len + 1)) {
+            prefetch(x);
+        }
+    }
+
+    /// The place `u` (a fraction in 32-bit fixed point) picks among `next..=len`.
+    fn place(&self, u: u32, len: usize) -> usize {
+        let span = (len + 1).saturating_sub(self.next) as u64;
+        self.next + ((u64::from(u) * span) >> 32) as usize
     }
 }
 

@@ -1264,10 +1264,10 @@ mod tests {
 
 /// The one use of `unsafe` in this module: a cache prefetch hint.
 #[allow(unsafe_code)]
-mod prefetch {
+pub(crate) mod prefetch {
     /// Start loading the cache line holding `x` into all cache levels.
     #[inline(always)]
-    pub(super) fn prefetch<T>(x: &T) {
+    pub(crate) fn prefetch<T>(x: &T) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 CPU has (it is in the
         // target's baseline); a prefetch never faults and changes no memory, and `x` is
