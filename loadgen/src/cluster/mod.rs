@@ -280,10 +280,24 @@ pub(crate) struct JoinGroup {
     /// The part of the window, in ms after the step began: `[from, to)`.
     pub(crate) joined_from_ms: f64,
     pub(crate) joined_to_ms: f64,
-    pub(crate) nodes: usize,
-    pub(crate) converged: usize,
-    pub(crate) p50_ms: f64,
-    pub(crate) last_ms: f64,
+    #[serde(flatten)]
+    pub(crate) convergence: Convergence,
+}
+
+impl Convergence {
+    /// The convergence of `nodes` nodes, of which those in `times` (sorted, in ms) met the
+    /// goal.
+    fn of(nodes: usize, times: Vec<f64>) -> Self {
+        Self {
+            nodes,
+            converged: times.len(),
+            first_ms: times.first().copied().unwrap_or(f64::NAN),
+            p50_ms: quantile(&times, 0.50),
+            p99_ms: quantile(&times, 0.99),
+            last_ms: times.last().copied().unwrap_or(f64::NAN),
+            times_ms: times,
+        }
+    }
 }
 
 /// How many live members the nodes not yet at the goal see: "the others see
@@ -607,16 +621,7 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(5));
         }
         self.progress.finish();
-        let times = self.times_of(&live);
-        Convergence {
-            nodes: live.len(),
-            converged: times.len(),
-            first_ms: times.first().copied().unwrap_or(f64::NAN),
-            p50_ms: quantile(&times, 0.50),
-            p99_ms: quantile(&times, 0.99),
-            last_ms: times.last().copied().unwrap_or(f64::NAN),
-            times_ms: times,
-        }
+        Convergence::of(live.len(), self.times_of(&live))
     }
 
     /// When each of `nodes` met the current goal, in ms, sorted; those that have not are
@@ -635,16 +640,10 @@ impl Cluster {
     fn by_join(&self, groups: &[(Duration, Duration, Vec<usize>)]) -> Vec<JoinGroup> {
         groups
             .iter()
-            .map(|(from, to, nodes)| {
-                let times = self.times_of(nodes);
-                JoinGroup {
-                    joined_from_ms: from.as_secs_f64() * 1000.0,
-                    joined_to_ms: to.as_secs_f64() * 1000.0,
-                    nodes: nodes.len(),
-                    converged: times.len(),
-                    p50_ms: quantile(&times, 0.50),
-                    last_ms: times.last().copied().unwrap_or(f64::NAN),
-                }
+            .map(|(from, to, nodes)| JoinGroup {
+                joined_from_ms: from.as_secs_f64() * 1000.0,
+                joined_to_ms: to.as_secs_f64() * 1000.0,
+                convergence: Convergence::of(nodes.len(), self.times_of(nodes)),
             })
             .collect()
     }

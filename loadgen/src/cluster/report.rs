@@ -133,7 +133,7 @@ pub(crate) fn step_line(r: &StepRecord, period: Duration) -> String {
         let groups: Vec<String> = r
             .by_join
             .iter()
-            .map(|g| format!("{}/{}", ms(g.p50_ms), ms(g.last_ms)))
+            .map(|g| format!("{}/{}", ms(g.convergence.p50_ms), ms(g.convergence.last_ms)))
             .collect();
         let _ = write!(
             s,
@@ -428,10 +428,10 @@ fn render_by_join(rec: &RunRecord) -> String {
                 "| {}–{} | {} | {} | {} | {} |",
                 ms(g.joined_from_ms),
                 ms(g.joined_to_ms),
-                g.nodes,
-                g.converged,
-                ms(g.p50_ms),
-                ms(g.last_ms)
+                g.convergence.nodes,
+                g.convergence.converged,
+                ms(g.convergence.p50_ms),
+                ms(g.convergence.last_ms)
             );
         }
     }
