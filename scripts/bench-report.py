@@ -425,7 +425,7 @@ def main():
         r.append(criterion_tables(crit, ("build",)))
         r.append("### Codec\n")
         r.append(criterion_tables(crit, ("encode", "decode")))
-        r.append("### A node's receive path (a frame of member updates it already holds)\n")
+        r.append("### A node's receive path (a frame of member updates it holds already, or new to it)\n")
         r.append(criterion_tables(crit, ("receive",)))
         r.append("### CRDT merges\n")
         r.append(criterion_tables(crit, ("merge", "apply")))
