@@ -162,6 +162,13 @@ impl Observatory {
     }
 }
 
+impl Slot {
+    /// Whether this node met the goal of measurement `epoch`.
+    pub(crate) fn met(&self, epoch: u32) -> bool {
+        self.epoch.load(Ordering::Acquire) == epoch
+    }
+}
+
 /// A command from the load generator to one hosted node.
 pub(crate) enum HostCmd {
     /// A protocol command.

@@ -306,7 +306,7 @@ fn behind_views(obs: &Observatory, epoch: u32, nodes: &[usize]) -> Option<String
     let mut live: Vec<u32> = nodes
         .iter()
         .map(|&i| &obs.slots[i])
-        .filter(|s| s.epoch.load(Ordering::Acquire) != epoch)
+        .filter(|s| !s.met(epoch))
         .map(|s| s.live.load(Ordering::Relaxed))
         .collect();
     live.sort_unstable();
@@ -606,7 +606,7 @@ impl Cluster {
         loop {
             let done = live
                 .iter()
-                .filter(|&&i| self.obs.slots[i].epoch.load(Ordering::Acquire) == self.epoch)
+                .filter(|&&i| self.obs.slots[i].met(self.epoch))
                 .count();
             let counting = matches!(self.obs.watch.load().goal, Goal::Live(_));
             self.progress
@@ -629,7 +629,7 @@ impl Cluster {
     fn times_of(&self, nodes: &[usize]) -> Vec<f64> {
         let mut times: Vec<f64> = nodes
             .iter()
-            .filter(|&&i| self.obs.slots[i].epoch.load(Ordering::Acquire) == self.epoch)
+            .filter(|&&i| self.obs.slots[i].met(self.epoch))
             .map(|&i| self.obs.slots[i].at_us.load(Ordering::Relaxed) as f64 / 1000.0)
             .collect();
         times.sort_by(f64::total_cmp);
@@ -1092,8 +1092,8 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
                     .collect();
                 groups[0].2.push(0);
                 for &(at, i) in &joins {
-                    let q = (at.as_secs_f64() / window.as_secs_f64().max(1e-9) * 4.0) as usize;
-                    groups[q.min(3)].2.push(i);
+                    let q = at.as_nanos() * 4 / window.as_nanos().max(1);
+                    groups[(q as usize).min(3)].2.push(i);
                 }
                 for (at, i) in joins {
                     let wait = (since + at).saturating_duration_since(Instant::now());
