@@ -425,8 +425,9 @@ def main():
         r.append(criterion_tables(crit, ("build",)))
         r.append("### Codec\n")
         r.append(criterion_tables(crit, ("encode", "decode")))
-        r.append("### A node's receive path (a frame of member updates it holds already, or new to it)\n")
-        r.append(criterion_tables(crit, ("receive",)))
+        r.append("### A node's receive path (a frame of member updates it holds already or new "
+                 "to it, a digest of members it holds) and its answer to a joiner's first pull\n")
+        r.append(criterion_tables(crit, ("receive", "answer")))
         r.append("### CRDT merges\n")
         r.append(criterion_tables(crit, ("merge", "apply")))
         r.append("### The example router's decision beside a bare UDP forward\n")

@@ -9,18 +9,34 @@
 //! as cold in cache as in a process hosting thousands of them. `Throughput::Elements` is the
 //! member updates in a frame: criterion prints updates per second; time per frame is the
 //! reported time.
+//!
+//! Group `receive/new-members`: the same frames read by nodes that start empty and learn
+//! the members frame by frame.
+//!
+//! Group `receive/digest`: 1400-byte frames of one anti-entropy digest each, whose entries
+//! the receiving node holds in the same state, so each entry is decoded, looked up and
+//! found equal (nothing to ask for or offer). Elements are digest entries.
+//!
+//! Group `answer/empty-peer`: the other side of a joiner's first pull. A node of `MEMBERS`
+//! members reads an opening summary whose 64 buckets are empty and writes its answer: its
+//! own summary, then every member (itself included) as a full update, about 55 datagrams.
+//! Elements are the member updates written; the time is per answer.
 
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_main, Criterion, Throughput};
-use hearsay::codec::{FrameConfig, FrameWriter, MemberUpdate, Message, Status};
+use hearsay::codec::{
+    kind, Digest, DigestEntry, FrameConfig, FrameWriter, List, MemberSummary, MemberUpdate,
+    Message, StatePush, Status, SummaryBucket,
+};
 use hearsay::node::{Command, Node, NodeConfig, Preset};
 use hearsay::placement::NodeId;
 use hearsay_bench::frames::{LABEL, SENDER};
 
-/// Receiving nodes; with `MEMBERS` each the process holds about 124 MiB, beyond the caches.
+/// Receiving nodes; with `MEMBERS` each, their tables are far beyond the caches (see
+/// `bench/README.md` for the bench's resident size).
 const NODES: usize = 128;
 /// Members every receiving node holds: the default run's cluster size.
 const MEMBERS: usize = 5000;
@@ -30,10 +46,33 @@ fn addr(i: usize) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, a, b, c), 7946))
 }
 
-/// `MEMBERS` alive members with ids 1, 2, … (as the load generator numbers its nodes),
-/// encoded into as few full frames as they fit.
-fn frames() -> (Vec<Vec<u8>>, usize) {
-    let updates: Vec<Message<'static>> = (0..MEMBERS)
+/// Encodes `messages` into as few full frames as they fit, each starting with `lead`
+/// when given; returns the frames and the most messages (besides `lead`) in one.
+fn pack(messages: &[Message<'_>], lead: Option<Message<'_>>) -> (Vec<Vec<u8>>, usize) {
+    let config = FrameConfig::new(LABEL).expect("frame config");
+    let mut frames = Vec::new();
+    let mut most = 0;
+    let mut rest = messages;
+    while !rest.is_empty() {
+        let mut buf = Vec::new();
+        let mut w = FrameWriter::new(&mut buf, &config, SENDER, None);
+        if let Some(m) = &lead {
+            assert!(w.try_push(m), "the lead message fits");
+        }
+        let n = rest.iter().take_while(|m| w.try_push(m)).count();
+        assert!(n > 0, "a message must fit in a frame");
+        w.finish();
+        frames.push(buf);
+        most = most.max(n);
+        rest = &rest[n..];
+    }
+    (frames, most)
+}
+
+/// `MEMBERS` alive members with ids 1, 2, … (as the load generator numbers its nodes), as
+/// member updates.
+fn updates() -> Vec<Message<'static>> {
+    (0..MEMBERS)
         .map(|i| {
             Message::Member(MemberUpdate {
                 id: NodeId(i as u64 + 1),
@@ -46,21 +85,65 @@ fn frames() -> (Vec<Vec<u8>>, usize) {
                 accuser: None,
             })
         })
-        .collect();
-    let config = FrameConfig::new(LABEL).expect("frame config");
-    let mut frames = Vec::new();
-    let mut rest = &updates[..];
-    while !rest.is_empty() {
-        let mut buf = Vec::new();
-        let mut w = FrameWriter::new(&mut buf, &config, SENDER, None);
-        let n = rest.iter().take_while(|m| w.try_push(m)).count();
-        assert!(n > 0, "a member update must fit in a frame");
-        w.finish();
-        frames.push(buf);
-        rest = &rest[n..];
-    }
+        .collect()
+}
+
+/// The members of [`updates`], encoded into as few full frames as they fit, and the
+/// updates in a frame on average (rounded up).
+fn frames() -> (Vec<Vec<u8>>, usize) {
+    let (frames, _) = pack(&updates(), None);
     let per_frame = MEMBERS.div_ceil(frames.len());
     (frames, per_frame)
+}
+
+/// Frames of one digest each, covering the members of [`updates`] in the state they have
+/// there, and the most entries in one.
+fn digest_frames() -> (Vec<Vec<u8>>, usize) {
+    let entries: Vec<DigestEntry> = (0..MEMBERS)
+        .map(|i| DigestEntry {
+            id: NodeId(i as u64 + 1),
+            incarnation: 1,
+            status: Status::Alive,
+            drained: false,
+            meta_version: 0,
+        })
+        .collect();
+    let config = FrameConfig::new(LABEL).expect("frame config");
+    let digest = |entries| {
+        Message::Digest(Digest {
+            round: 1,
+            part: 0,
+            parts: 1,
+            entries: List::new(entries),
+        })
+    };
+    let mut frames = Vec::new();
+    let mut most = 0;
+    let mut rest = &entries[..];
+    while !rest.is_empty() {
+        // The most entries whose digest fits in one frame.
+        let fits = |n: usize| {
+            let mut buf = Vec::new();
+            let mut w = FrameWriter::new(&mut buf, &config, SENDER, None);
+            w.try_push(&digest(&rest[..n]))
+        };
+        let mut n = rest.len();
+        while !fits(n) {
+            n = n * 7 / 8;
+        }
+        while n < rest.len() && fits(n + 1) {
+            n += 1;
+        }
+        assert!(n > 0, "a digest entry must fit in a frame");
+        let mut buf = Vec::new();
+        let mut w = FrameWriter::new(&mut buf, &config, SENDER, None);
+        assert!(w.try_push(&digest(&rest[..n])));
+        w.finish();
+        frames.push(buf);
+        most = most.max(n);
+        rest = &rest[n..];
+    }
+    (frames, most)
 }
 
 /// Receiving node `i`, a member alone in its cluster, after reading `frames`.
@@ -112,7 +195,36 @@ fn bench(c: &mut Criterion) {
     });
     let merged: u64 = nodes.iter().map(|n| n.stats().updates_merged).sum();
     assert_eq!(merged, (NODES * MEMBERS) as u64, "no update changed a view");
+
+    let (digests, per_digest) = digest_frames();
+    eprintln!(
+        "receive/digest: {MEMBERS} entries in {} frames (up to {per_digest} entries each)",
+        digests.len()
+    );
+    g.throughput(Throughput::Elements(per_digest as u64));
+    let (mut n, mut f) = (0, 0);
+    g.bench_function("digest", |b| {
+        b.iter(|| {
+            let frame = &digests[f];
+            let data = &mut buf[..frame.len()];
+            data.copy_from_slice(frame);
+            nodes[n].handle_datagram(now, addr(0), black_box(data));
+            n += 1;
+            if n == NODES {
+                n = 0;
+                f = (f + 1) % digests.len();
+            }
+        })
+    });
+    let mut out = Vec::new();
+    for node in &mut nodes {
+        assert!(
+            node.poll_transmit(now, &mut out).is_none(),
+            "a digest of equal entries asks for nothing and offers nothing"
+        );
+    }
     drop(nodes);
+    g.throughput(Throughput::Elements(per_frame as u64));
 
     // Nodes that start empty and learn the members frame by frame; a node that has read
     // every frame is replaced by a fresh one, outside the timed part.
@@ -142,6 +254,58 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+    drop(learners);
+
+    // Nodes that learned the members as catch-up state (nothing queued for gossip, so the
+    // answer carries the members alone), answering a summary of empty buckets.
+    let (catch_up, _) = pack(&updates(), Some(Message::StatePush(StatePush { round: 0 })));
+    let mut answering: Vec<Node> = (0..NODES).map(|i| node(i, now, &catch_up)).collect();
+    let empty = [SummaryBucket { count: 0, hash: 0 }; hearsay::membership::BUCKETS];
+    let (summary, _) = pack(
+        &[Message::MemberSummary(MemberSummary {
+            round: 1,
+            reply: false,
+            buckets: List::new(&empty),
+        })],
+        None,
+    );
+    let summary = &summary[0];
+    let mut g = c.benchmark_group("answer");
+    g.throughput(Throughput::Elements(MEMBERS as u64 + 1));
+    let mut n = 0;
+    let mut frames_out = 0u64;
+    g.bench_function("empty-peer", |b| {
+        b.iter(|| {
+            let node = &mut answering[n];
+            let data = &mut buf[..summary.len()];
+            data.copy_from_slice(summary);
+            node.handle_datagram(now, addr(0), black_box(data));
+            while node.poll_transmit(now, &mut out).is_some() {
+                black_box(&out);
+                frames_out += 1;
+            }
+            n = (n + 1) % NODES;
+        })
+    });
+    g.finish();
+    let answers: u64 = answering
+        .iter()
+        .map(|n| n.stats().messages_out.get(kind::MEMBER_SUMMARY).0)
+        .sum();
+    let written: u64 = answering
+        .iter()
+        .map(|n| n.stats().messages_out.get(kind::MEMBER).0)
+        .sum();
+    assert!(answers > 0, "the nodes answered");
+    assert_eq!(
+        written,
+        answers * (MEMBERS as u64 + 1),
+        "each answer carries every member, the node itself included"
+    );
+    eprintln!(
+        "answer/empty-peer: {answers} answers, {:.1} datagrams each",
+        frames_out as f64 / answers as f64
+    );
 }
 
 // `criterion_group!` expands to an undocumented `pub fn`; keep it out of the crate root.

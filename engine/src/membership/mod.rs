@@ -530,6 +530,16 @@ impl MemberTable {
         }
     }
 
+    /// Ask the memory system for the entry at position `hint`, which a coming
+    /// [`get_hinted`](Self::get_hinted) will read. Only a hint to the hardware; a position
+    /// out of range is ignored.
+    pub fn prefetch_position(&self, hint: u32) {
+        let h = hint as usize;
+        if h < self.entries.len() {
+            prefetch(&self.entries[h]);
+        }
+    }
+
     /// The position of `id`, trying `hint` before the index.
     fn find(&self, id: NodeId, hint: u32) -> Option<usize> {
         let h = hint as usize;
@@ -545,7 +555,8 @@ impl MemberTable {
             .map(|i| self.instant(self.entries[i].since))
     }
 
-    /// Every known member, tombstones included, in table order.
+    /// Every known member, tombstones included, in table order: the n-th is at position
+    /// n, which is a hint for [`get_hinted`](Self::get_hinted) until the table changes.
     pub fn iter(&self) -> impl Iterator<Item = MemberRef<'_>> + '_ {
         self.entries.iter().map(Entry::view)
     }
