@@ -458,6 +458,9 @@ pub struct MemberTable {
     orphans: Vec<(NodeId, u64)>,
     buckets: [SummaryBucket; BUCKETS],
     live: usize,
+    /// The wrapping sum of every live member's state hash: the sum of the buckets' hashes,
+    /// kept so that [`view_hash`](Self::view_hash) costs no walk of the buckets.
+    view_sum: u64,
 }
 
 impl std::fmt::Debug for MemberTable {
@@ -493,6 +496,7 @@ impl MemberTable {
             orphans: Vec::new(),
             buckets: [SummaryBucket { count: 0, hash: 0 }; BUCKETS],
             live: 0,
+            view_sum: 0,
         };
         t.insert(&local.view(), now);
         t
@@ -582,11 +586,10 @@ impl MemberTable {
     }
 
     /// A hash of the whole live view: equal on two nodes when their live views are equal
-    /// (up to hash collisions).
+    /// (up to hash collisions). Kept up to date with every change, so reading it is O(1):
+    /// a host may read it after every datagram.
     pub fn view_hash(&self) -> u64 {
-        self.buckets
-            .iter()
-            .fold(0u64, |acc, b| mix64(acc ^ b.hash ^ u64::from(b.count)))
+        mix64(self.view_sum ^ mix64(self.live as u64))
     }
 
     /// Merge an update. The node's own entry is never changed this way (the node refutes
@@ -876,10 +879,12 @@ impl MemberTable {
             self.live += 1;
             b.count += 1;
             b.hash = b.hash.wrapping_add(h);
+            self.view_sum = self.view_sum.wrapping_add(h);
         } else {
             self.live -= 1;
             b.count -= 1;
             b.hash = b.hash.wrapping_sub(h);
+            self.view_sum = self.view_sum.wrapping_sub(h);
         }
     }
 }
@@ -1269,6 +1274,38 @@ mod tests {
             }
             prop_assert_eq!(&fresh, t.buckets());
             prop_assert_eq!(live, t.live_count());
+            // The view hash's running sum is the buckets' sum, recounted.
+            let sum = fresh.iter().fold(0u64, |a, b| a.wrapping_add(b.hash));
+            prop_assert_eq!(t.view_hash(), mix64(sum ^ mix64(live as u64)));
+        }
+    }
+
+    #[test]
+    fn the_view_hash_changes_with_any_live_change() {
+        let now = Instant::now();
+        let mut t = MemberTable::new(member(0, 0, Status::Alive), now, 1);
+        let mut seen = vec![t.view_hash()];
+        let changes = [
+            member(1, 0, Status::Alive),
+            member(2, 0, Status::Alive),
+            member(1, 1, Status::Alive),
+            member(2, 1, Status::Suspect),
+            Member {
+                meta_version: 1,
+                ..member(1, 1, Status::Alive)
+            },
+            Member {
+                drained: true,
+                meta_version: 2,
+                ..member(1, 1, Status::Alive)
+            },
+            member(2, 2, Status::Dead),
+        ];
+        for m in changes {
+            t.merge(&m.as_update(), now);
+            let h = t.view_hash();
+            assert!(!seen.contains(&h), "{m:?} left the view hash as before");
+            seen.push(h);
         }
     }
 }
