@@ -1368,37 +1368,42 @@ impl Node {
     fn handle_digest(&mut self, from: SocketAddr, d: Digest<'_>) {
         let mut want = Vec::new();
         let mut give = Vec::new();
-        // As for a frame's member updates: start loading the table entries of a batch of
-        // digest entries all at once before comparing them one by one.
-        let mut ahead = d.entries.iter();
+        // As for a frame's member updates: decode a batch of digest entries, start loading
+        // their table entries all at once, then compare them one by one.
+        let mut entries = d.entries.iter();
+        let mut batch = [None; DECODE_BATCH];
         let mut ids = [NodeId(0); DECODE_BATCH];
-        for (n, e) in d.entries.iter().enumerate() {
-            if n % DECODE_BATCH == 0 {
-                let k = ids
-                    .iter_mut()
-                    .zip(ahead.by_ref())
-                    .map(|(slot, e)| *slot = e.id)
-                    .count();
-                self.table.prefetch(&ids[..k]);
+        loop {
+            let mut n = 0;
+            for (slot, e) in batch.iter_mut().zip(entries.by_ref()) {
+                *slot = Some(e);
+                ids[n] = e.id;
+                n += 1;
             }
-            if e.id == self.config.id {
-                // Our own entry: the peer's view of us is settled by refutation when it
-                // sends the update itself; offer ours if the peer is behind.
-                if self.local().key()
-                    > crate::membership::precedence(e.incarnation, e.status, e.meta_version)
-                {
-                    give.push(e.id);
+            self.table.prefetch(&ids[..n]);
+            for e in batch[..n].iter().flatten() {
+                if e.id == self.config.id {
+                    // Our own entry: the peer's view of us is settled by refutation when it
+                    // sends the update itself; offer ours if the peer is behind.
+                    if self.local().key()
+                        > crate::membership::precedence(e.incarnation, e.status, e.meta_version)
+                    {
+                        give.push(e.id);
+                    }
+                    continue;
                 }
-                continue;
+                let theirs = crate::membership::precedence(e.incarnation, e.status, e.meta_version);
+                match self.table.get(e.id) {
+                    None => want.push(e.id),
+                    Some(m) => match m.key().cmp(&theirs) {
+                        std::cmp::Ordering::Less => want.push(e.id),
+                        std::cmp::Ordering::Greater => give.push(e.id),
+                        std::cmp::Ordering::Equal => {}
+                    },
+                }
             }
-            let theirs = crate::membership::precedence(e.incarnation, e.status, e.meta_version);
-            match self.table.get(e.id) {
-                None => want.push(e.id),
-                Some(m) => match m.key().cmp(&theirs) {
-                    std::cmp::Ordering::Less => want.push(e.id),
-                    std::cmp::Ordering::Greater => give.push(e.id),
-                    std::cmp::Ordering::Equal => {}
-                },
+            if n < DECODE_BATCH {
+                break;
             }
         }
         if !want.is_empty() {
@@ -2548,6 +2553,67 @@ mod tests {
         assert_eq!(count(&digested, 0), mine[0].count as usize);
         assert_eq!(count(&digested, 3), mine[3].count as usize);
         assert_eq!(digested.len(), (mine[0].count + mine[3].count) as usize);
+    }
+
+    /// A digest longer than a decode batch: every entry is compared, whichever batch it is
+    /// in, and its own entry is offered when the peer holds it older.
+    #[test]
+    fn a_digest_is_compared_entry_by_entry_across_batches() {
+        let now = Instant::now();
+        let mut node = lone_member(now);
+        let me = node.id();
+        let mut ctx = FrameContext::default();
+        // The node holds 10..90 at incarnation 1.
+        for id in 10..90 {
+            node.handle_update(now, OTHER, NodeId(3), &alive(id), &mut ctx);
+        }
+        // A suspicion of this node makes it refute: its incarnation goes up to 1.
+        let suspect = MemberUpdate {
+            status: Status::Suspect,
+            incarnation: 0,
+            addr: node.addr(),
+            ..alive(me.0)
+        };
+        node.handle_update(now, OTHER, NodeId(3), &suspect, &mut ctx);
+        assert_eq!(node.incarnation(), 1);
+        node.out.clear();
+        // The peer: 10..50 as here, 50..70 older, 70..90 newer, 90..110 unknown here, and
+        // this node at incarnation 0, older than its own.
+        let entry = |id: u64, incarnation: u64| DigestEntry {
+            id: NodeId(id),
+            incarnation,
+            status: Status::Alive,
+            drained: false,
+            meta_version: 0,
+        };
+        let mut entries: Vec<DigestEntry> = (10..50).map(|id| entry(id, 1)).collect();
+        entries.extend((50..70).map(|id| entry(id, 0)));
+        entries.extend((70..90).map(|id| entry(id, 2)));
+        entries.extend((90..110).map(|id| entry(id, 1)));
+        assert!(entries.len() > 3 * DECODE_BATCH);
+        entries.push(entry(me.0, 0));
+        node.handle_digest(
+            PEER,
+            Digest {
+                round: 1,
+                part: 0,
+                parts: 1,
+                entries: crate::codec::List::new(&entries),
+            },
+        );
+        let (mut want, mut give) = (Vec::new(), Vec::new());
+        for intent in &node.out {
+            match intent {
+                Intent::Request { ids, .. } => want.extend(ids.iter().map(|id| id.0)),
+                Intent::Updates { ids, .. } => give.extend(ids.iter().map(|id| id.0)),
+                _ => {}
+            }
+        }
+        let expect_want: Vec<u64> = (70..110).collect();
+        let mut expect_give: Vec<u64> = (50..70).collect();
+        expect_give.push(me.0);
+        assert_eq!(want, expect_want);
+        assert_eq!(give, expect_give);
     }
 
     #[test]
