@@ -88,6 +88,34 @@ fn cold_start_rumour_crdt_and_kill_on_the_memory_transport() {
         r["steps"][0]["convergence"]["last_ms"].as_f64().unwrap()
     );
     assert!(r["steps"][1].get("by_join").is_none());
+    // The last three nodes to converge are reported one by one, last first, then the median
+    // one; each learned the 59 others in the step, was told to join, and its sampled view
+    // never held more than the 60 nodes.
+    let stragglers = r["steps"][0]["stragglers"].as_array().unwrap();
+    let ranks: Vec<u64> = stragglers
+        .iter()
+        .map(|s| s["rank"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ranks, [60, 59, 58, 30], "{}", r["steps"][0]);
+    assert_eq!(
+        stragglers[0]["converged_ms"],
+        r["steps"][0]["convergence"]["last_ms"]
+    );
+    for s in stragglers {
+        assert!(s["updates_merged"].as_u64().unwrap() >= 59, "{s}");
+        assert!(s["updates_read"].as_u64().unwrap() >= s["updates_merged"].as_u64().unwrap());
+        assert!(s["joined_ms"].as_f64().is_some(), "{s}");
+        let live = s["live_by_period"].as_array().unwrap();
+        assert!(
+            !live.is_empty() && live.iter().all(|v| v.as_u64().unwrap() <= 60),
+            "{s}"
+        );
+    }
+    // A step that waits for no full view has none; the partition's heal does, and no joins.
+    assert!(r["steps"][1].get("stragglers").is_none());
+    let heal = r["steps"][4]["stragglers"].as_array().unwrap();
+    assert_eq!(heal.len(), 4);
+    assert!(heal.iter().all(|s| s.get("joined_ms").is_none()));
     let kill = &r["steps"][3];
     // 5% of 60: three nodes crash; the other 57 see them dead, within the bound.
     assert_eq!(kill["convergence"]["nodes"], 57);
@@ -132,6 +160,7 @@ fn bad_arguments_are_one_line_errors() {
         &["--scenario", "rumor"],
         &["--loss", "1.5"],
         &["--gossip-interval", "0"],
+        &["--stragglers", "101"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
             .args(args)

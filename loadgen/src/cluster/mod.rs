@@ -129,6 +129,11 @@ pub(crate) struct RunArgs {
     /// larger pages saved.
     #[arg(long)]
     pub(crate) huge_pages: bool,
+    /// Nodes reported one by one after each step that waits for full views (cold start,
+    /// churn, partition heal): the last ones to converge, with their view once per period,
+    /// the pulls they opened and deferred, and how late they read (0: none).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub(crate) stragglers: u32,
     /// Periods the partition lasts before it heals.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) partition_periods: u32,
@@ -272,6 +277,81 @@ pub(crate) struct Convergence {
     pub(crate) times_ms: Vec<f64>,
 }
 
+/// One of the last nodes to reach a full view (or the median one, for comparison): its
+/// view over the step and what its anti-entropy did, from its own counters. It tells a node
+/// starved of pulls (many deferred because it read late) from one whose pulls taught it
+/// little.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Straggler {
+    /// Its place in the order of convergence, from 1 (first) to the live nodes' count; the
+    /// nodes that never converged come last.
+    pub(crate) rank: usize,
+    /// Node index (its id is the index plus one).
+    pub(crate) node: usize,
+    /// When it was told to join, ms after the step began (cold start only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) joined_ms: Option<f64>,
+    /// When its view became full, ms after the step began (`None`: never).
+    pub(crate) converged_ms: Option<f64>,
+    /// When the first view sample was taken, ms after the step began: the load generator
+    /// starts waiting once it has sent every join (after the join window, in the cold start).
+    pub(crate) first_sample_ms: f64,
+    /// Live members in its view at the first sample and once per period after it, until
+    /// every node converged or the step gave up.
+    pub(crate) live_by_period: Vec<u32>,
+    /// Push-pull rounds it opened, and rounds it deferred because it read late, in the step.
+    pub(crate) pulls: u64,
+    pub(crate) pulls_deferred: u64,
+    /// Gossip rounds it deferred because it read late, in the step.
+    pub(crate) gossip_deferred: u64,
+    /// Member updates it read and merged in the step.
+    pub(crate) updates_read: u64,
+    pub(crate) updates_merged: u64,
+    /// Longest wait of a datagram in its socket so far, ms.
+    pub(crate) input_lag_peak_ms: f64,
+}
+
+/// A node's counters that [`Straggler`] reports as differences over a step.
+#[derive(Debug, Clone, Copy, Default)]
+struct NodeCounts {
+    pulls: u64,
+    pulls_deferred: u64,
+    gossip_deferred: u64,
+    updates_read: u64,
+    updates_merged: u64,
+    input_lag_peak_us: u64,
+}
+
+impl NodeCounts {
+    fn of(s: &hearsay::node::NodeStats) -> Self {
+        Self {
+            pulls: s.push_pulls,
+            pulls_deferred: s.push_pulls_deferred,
+            gossip_deferred: s.gossip_deferred,
+            updates_read: s.messages_in.get(hearsay::codec::kind::MEMBER).0,
+            updates_merged: s.updates_merged,
+            input_lag_peak_us: s.input_lag_peak_us,
+        }
+    }
+
+    /// The counts since `before`; all of them, for a node restarted since (its counters
+    /// went back to zero).
+    fn since(&self, before: &Self) -> Self {
+        let restarted = self.updates_read < before.updates_read || self.pulls < before.pulls;
+        if restarted {
+            return *self;
+        }
+        Self {
+            pulls: self.pulls - before.pulls,
+            pulls_deferred: self.pulls_deferred.saturating_sub(before.pulls_deferred),
+            gossip_deferred: self.gossip_deferred.saturating_sub(before.gossip_deferred),
+            updates_read: self.updates_read - before.updates_read,
+            updates_merged: self.updates_merged.saturating_sub(before.updates_merged),
+            input_lag_peak_us: self.input_lag_peak_us,
+        }
+    }
+}
+
 /// Convergence of the nodes told to join in one quarter of the cold start's join window.
 /// Early joiners get a small view from the seed and must learn the rest; late ones get a
 /// fuller one: this shows which of them the last node is.
@@ -403,6 +483,8 @@ struct Totals {
     updates_merged: u64,
     /// Failure detector counters.
     detector: Detector,
+    /// Each node's own counters, by node index (zero for a node that did not answer).
+    nodes: Vec<NodeCounts>,
 }
 
 /// What the nodes' failure detectors did, all nodes together (from
@@ -472,8 +554,7 @@ fn totals(c: &Cluster) -> Totals {
         let tx = tx.clone();
         let cmd = HostCmd::Inspect(Box::new(move |n| {
             let s = n.stats();
-            let read = s.messages_in.get(hearsay::codec::kind::MEMBER).0;
-            let _ = tx.send((s.messages_out, read, s.updates_merged, Detector::of(s)));
+            let _ = tx.send((i, s.messages_out, NodeCounts::of(s), Detector::of(s)));
         }));
         // A node the runtime no longer hosts has nothing to add.
         let _ = c.send(i, cmd);
@@ -484,19 +565,21 @@ fn totals(c: &Cluster) -> Totals {
         updates_read: 0,
         updates_merged: 0,
         detector: Detector::default(),
+        nodes: vec![NodeCounts::default(); c.ids.len()],
     };
     // Ends once every closure has run or been dropped (all senders gone).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while let Ok((counts, read, merged, detector)) =
+    while let Ok((i, counts, node, detector)) =
         rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
     {
         for (t, (_, m, b)) in t.messages.iter_mut().zip(counts.iter()) {
             t.1 += m;
             t.2 += b;
         }
-        t.updates_read += read;
-        t.updates_merged += merged;
+        t.updates_read += node.updates_read;
+        t.updates_merged += node.updates_merged;
         t.detector.add(&detector);
+        t.nodes[i] = node;
     }
     t
 }
@@ -519,6 +602,9 @@ pub(crate) struct StepRecord {
     /// Cold start: convergence by quarter of the join window.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) by_join: Vec<JoinGroup>,
+    /// Steps that wait for full views: the last nodes to converge, then the median one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) stragglers: Vec<Straggler>,
 }
 
 /// The whole run.
@@ -556,6 +642,11 @@ struct Cluster {
     rng: SmallRng,
     max_periods: u32,
     progress: report::Progress,
+    /// While the current goal is a full view: every node's live count, sampled once per
+    /// period of the wait.
+    view_samples: Vec<Vec<u32>>,
+    /// When the first of `view_samples` was taken, after the goal was set.
+    samples_from: Duration,
 }
 
 impl Cluster {
@@ -590,6 +681,7 @@ impl Cluster {
     /// Set a new goal; returns its epoch.
     fn set_goal(&mut self, goal: Goal) -> Instant {
         self.epoch += 1;
+        self.view_samples.clear();
         let since = Instant::now();
         self.obs.watch.store(Arc::new(Watch {
             goal,
@@ -603,12 +695,22 @@ impl Cluster {
     fn wait_goal(&mut self, label: &str, limit: Duration) -> Convergence {
         let live = self.live_indices();
         let start = Instant::now();
+        let counting = matches!(self.obs.watch.load().goal, Goal::Live(_));
+        self.samples_from = start.saturating_duration_since(self.obs.watch.load().since);
         loop {
+            if counting && start + self.period * self.view_samples.len() as u32 <= Instant::now() {
+                self.view_samples.push(
+                    self.obs
+                        .slots
+                        .iter()
+                        .map(|s| s.live.load(Ordering::Relaxed))
+                        .collect(),
+                );
+            }
             let done = live
                 .iter()
                 .filter(|&&i| self.obs.slots[i].met(self.epoch))
                 .count();
-            let counting = matches!(self.obs.watch.load().goal, Goal::Live(_));
             self.progress
                 .update_with(label, done, live.len(), start.elapsed(), || {
                     counting
@@ -634,6 +736,62 @@ impl Cluster {
             .collect();
         times.sort_by(f64::total_cmp);
         times
+    }
+
+    /// The `k` live nodes that met the current full-view goal last (those that never met it
+    /// first), then the median node, each with its view as sampled during the wait and its
+    /// counters since `before`; empty unless the step waited for full views.
+    fn stragglers(
+        &self,
+        k: usize,
+        before: &[NodeCounts],
+        joined_at: &[Option<f64>],
+    ) -> Vec<Straggler> {
+        if k == 0 || self.view_samples.is_empty() {
+            return Vec::new();
+        }
+        let mut order: Vec<(u64, usize)> = self
+            .live_indices()
+            .into_iter()
+            .map(|i| {
+                let s = &self.obs.slots[i];
+                let at = if s.met(self.epoch) {
+                    s.at_us.load(Ordering::Relaxed)
+                } else {
+                    u64::MAX
+                };
+                (at, i)
+            })
+            .collect();
+        order.sort_unstable();
+        let n = order.len();
+        let mut ranks: Vec<usize> = (n.saturating_sub(k)..n).rev().collect();
+        let median = n.saturating_sub(1) / 2;
+        if n > 0 && !ranks.contains(&median) {
+            ranks.push(median);
+        }
+        ranks
+            .into_iter()
+            .filter_map(|r| {
+                let (at, i) = order[r];
+                let now = self.ask(i, |node| NodeCounts::of(node.stats())).ok()?;
+                let d = now.since(&before.get(i).copied().unwrap_or_default());
+                Some(Straggler {
+                    rank: r + 1,
+                    node: i,
+                    joined_ms: joined_at.get(i).copied().flatten(),
+                    converged_ms: (at != u64::MAX).then(|| at as f64 / 1000.0),
+                    first_sample_ms: self.samples_from.as_secs_f64() * 1000.0,
+                    live_by_period: self.view_samples.iter().map(|v| v[i]).collect(),
+                    pulls: d.pulls,
+                    pulls_deferred: d.pulls_deferred,
+                    gossip_deferred: d.gossip_deferred,
+                    updates_read: d.updates_read,
+                    updates_merged: d.updates_merged,
+                    input_lag_peak_ms: now.input_lag_peak_us as f64 / 1000.0,
+                })
+            })
+            .collect()
     }
 
     /// Convergence of the current goal among each group of nodes, in order.
@@ -1055,6 +1213,8 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
         rng: SmallRng::seed_from_u64(args.seed),
         max_periods: args.max_periods,
         progress: report::Progress::new(),
+        view_samples: Vec::new(),
+        samples_from: Duration::ZERO,
     };
     let rss_before = sys::rss_bytes();
 
@@ -1075,7 +1235,10 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
             usage: Usage::default(),
             distinct_views: 0,
             by_join: Vec::new(),
+            stragglers: Vec::new(),
         };
+        // When each node was told to join (cold start), ms after the goal was set.
+        let mut joined_at: Vec<Option<f64>> = Vec::new();
         match step {
             Step::ColdStart => {
                 joined = true;
@@ -1091,7 +1254,9 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
                     .map(|q| (window * q / 4, window * (q + 1) / 4, Vec::new()))
                     .collect();
                 groups[0].2.push(0);
+                joined_at = vec![Some(0.0); n];
                 for &(at, i) in &joins {
+                    joined_at[i] = Some(at.as_secs_f64() * 1000.0);
                     let q = at.as_nanos() * 4 / window.as_nanos().max(1);
                     groups[(q as usize).min(3)].2.push(i);
                 }
@@ -1279,7 +1444,11 @@ pub(crate) fn run(args: &RunArgs, command_line: String) -> Result<()> {
         rec.false_suspicions = sus1 - sus0;
         rec.false_declarations = dec1 - dec0;
         rec.usage = meter.stop(&c);
+        rec.stragglers = c.stragglers(args.stragglers as usize, &meter.totals.nodes, &joined_at);
         eprintln!("{}", report::step_line(&rec, c.period));
+        for l in report::straggler_lines(&rec) {
+            eprintln!("  {l}");
+        }
         steps.push(rec);
     }
 

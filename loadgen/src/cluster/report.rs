@@ -396,6 +396,7 @@ fn render_markdown(rec: &RunRecord) -> String {
         let _ = writeln!(out, "- {:?}: {}", r.step, r.what);
     }
     out.push_str(&render_by_join(rec));
+    out.push_str(&render_stragglers(rec));
     for l in lookups_lines(rec) {
         let _ = writeln!(out, "- {l}");
     }
@@ -410,6 +411,79 @@ fn render_markdown(rec: &RunRecord) -> String {
          process over all cores. The message tables count what the nodes wrote (a datagram \
          carries several messages; frame headers are in no type's bytes)."
     );
+    out
+}
+
+/// One line per straggler of a step (see [`super::Straggler`]), for the terminal.
+pub(crate) fn straggler_lines(r: &StepRecord) -> Vec<String> {
+    let nodes = r.convergence.as_ref().map_or(0, |c| c.nodes);
+    r.stragglers
+        .iter()
+        .map(|s| {
+            let mut l = format!("node {}: {} of {nodes} to converge", s.node, s.rank);
+            match s.converged_ms {
+                Some(t) => {
+                    let _ = write!(l, ", at {} ms", ms(t));
+                }
+                None => l.push_str(", never"),
+            }
+            if let Some(j) = s.joined_ms {
+                let _ = write!(l, ", told to join at {} ms", ms(j));
+            }
+            let _ = write!(
+                l,
+                "; pulls {} opened, {} deferred; gossip rounds deferred {}; updates read {}, merged {}; input read up to {} ms late; live members from {} ms, once a period: {}",
+                s.pulls,
+                s.pulls_deferred,
+                s.gossip_deferred,
+                s.updates_read,
+                s.updates_merged,
+                ms(s.input_lag_peak_ms),
+                ms(s.first_sample_ms),
+                views(&s.live_by_period)
+            );
+            l
+        })
+        .collect()
+}
+
+/// A view's samples, space separated.
+fn views(live: &[u32]) -> String {
+    live.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The stragglers of every step that has them, as Markdown tables.
+fn render_stragglers(rec: &RunRecord) -> String {
+    let mut out = String::new();
+    for r in rec.steps.iter().filter(|r| !r.stragglers.is_empty()) {
+        let from = r.stragglers[0].first_sample_ms;
+        let _ = writeln!(
+            out,
+            "\n{:?}, the last nodes to converge and the median one (counters over the step; live members sampled from {} ms, once a period):\n\n| node | rank | told to join ms | converged ms | pulls opened | pulls deferred | gossip deferred | updates read | merged | input lag peak ms | live members |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+            r.step,
+            ms(from)
+        );
+        for s in &r.stragglers {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                s.node,
+                s.rank,
+                s.joined_ms.map_or("–".to_string(), ms),
+                s.converged_ms.map_or("never".to_string(), ms),
+                s.pulls,
+                s.pulls_deferred,
+                s.gossip_deferred,
+                s.updates_read,
+                s.updates_merged,
+                ms(s.input_lag_peak_ms),
+                views(&s.live_by_period)
+            );
+        }
+    }
     out
 }
 
