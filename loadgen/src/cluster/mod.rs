@@ -742,12 +742,14 @@ impl Cluster {
     /// first), then the median node, each with its view as sampled during the wait and its
     /// counters since `before`; empty unless the step waited for full views.
     fn stragglers(
-        &self,
+        &mut self,
         k: usize,
         before: &[NodeCounts],
         joined_at: &[Option<f64>],
     ) -> Vec<Straggler> {
-        if k == 0 || self.view_samples.is_empty() {
+        // The samples belong to this step's wait only.
+        let samples = std::mem::take(&mut self.view_samples);
+        if k == 0 || samples.is_empty() {
             return Vec::new();
         }
         let mut order: Vec<(u64, usize)> = self
@@ -782,7 +784,7 @@ impl Cluster {
                     joined_ms: joined_at.get(i).copied().flatten(),
                     converged_ms: (at != u64::MAX).then(|| at as f64 / 1000.0),
                     first_sample_ms: self.samples_from.as_secs_f64() * 1000.0,
-                    live_by_period: self.view_samples.iter().map(|v| v[i]).collect(),
+                    live_by_period: samples.iter().map(|v| v[i]).collect(),
                     pulls: d.pulls,
                     pulls_deferred: d.pulls_deferred,
                     gossip_deferred: d.gossip_deferred,
