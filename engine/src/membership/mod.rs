@@ -674,29 +674,6 @@ impl MemberTable {
         self.random_matching(rng, |e| e.is_live() && e.id != exclude)
     }
 
-    /// A random live member other than `exclude` among the last `1/share` of the table:
-    /// entries are appended as members are first learned, so these are the members this
-    /// node learned of last. Any live one ([`random_live`](Self::random_live)) when
-    /// sampling finds none there.
-    pub fn random_live_recent(
-        &self,
-        rng: &mut impl Rng,
-        exclude: NodeId,
-        share: usize,
-    ) -> Option<MemberRef<'_>> {
-        let n = self.entries.len();
-        let from = n - n / share.max(1);
-        if from < n {
-            for _ in 0..16 {
-                let e = &self.entries[rng.random_range(from..n)];
-                if e.is_live() && e.id != exclude {
-                    return Some(e.view());
-                }
-            }
-        }
-        self.random_live(rng, exclude)
-    }
-
     /// A uniformly random tombstone (dead or left member).
     pub fn random_dead(&self, rng: &mut impl Rng) -> Option<MemberRef<'_>> {
         self.random_matching(rng, |e| !e.is_live())
@@ -972,31 +949,6 @@ mod tests {
     fn table() -> (MemberTable, Instant) {
         let now = Instant::now();
         (MemberTable::new(member(0, 0, Status::Alive), now, 1), now)
-    }
-
-    #[test]
-    fn a_recent_pick_comes_from_the_members_learned_last() {
-        let (mut t, now) = table();
-        for id in 1..80 {
-            t.merge(&member(id, 1, Status::Alive).as_update(), now);
-        }
-        let mut rng = SmallRng::seed_from_u64(3);
-        // The table holds the node and 79 members; the last tenth is ids 72 to 79.
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..500 {
-            let m = t.random_live_recent(&mut rng, NodeId(79), 10).unwrap();
-            assert!((72..79).contains(&m.id.0), "{:?}", m.id);
-            seen.insert(m.id.0);
-        }
-        assert_eq!(seen.len(), 7);
-        // With the last tenth dead, any live member will do.
-        for id in 72..80 {
-            t.merge(&member(id, 1, Status::Dead).as_update(), now);
-        }
-        for _ in 0..100 {
-            let m = t.random_live_recent(&mut rng, NodeId(0), 10).unwrap();
-            assert!(m.id.0 < 72 && m.id.0 != 0, "{:?}", m.id);
-        }
     }
 
     #[test]

@@ -477,11 +477,6 @@ const MAX_CORRECTIONS: usize = 8;
 /// Messages of a frame decoded at a time, the table entries of their member updates
 /// prefetched together (a 1400-byte frame holds about 90 member updates without metadata).
 const DECODE_BATCH: usize = 32;
-/// While a node is behind (pulling every period), its pull peer is one of the members it
-/// learned of last: the newest eighth of its table. In eight interleaved pairs of the
-/// 5000-node cold start this cut the member updates read by a median 6% and brought the
-/// last node from 17.0 to 16.4 s (median; `results/2026-12-07-vm-stragglers`).
-const LEARNING_PEER_SHARE: usize = 8;
 
 /// What the node tracks while it reads one datagram.
 #[derive(Default)]
@@ -1942,8 +1937,7 @@ impl Node {
     }
 
     /// Time between pulls while they teach something: one period (never above the
-    /// regular interval). While it pulls at this pace, a node picks its peer among the
-    /// last [`LEARNING_PEER_SHARE`]th of its table.
+    /// regular interval).
     fn learning_pull_interval(&self) -> Duration {
         self.config
             .probe_interval
@@ -1993,17 +1987,7 @@ impl Node {
         if self.phase != Phase::Member {
             return;
         }
-        // A node that is behind pulls from the members it learned of last. In a cold start
-        // those are the last joiners, whose first pull got nearly the whole view from the
-        // member that answered their join; the first joiners' views hold mostly each other,
-        // as far behind as themselves.
-        let peer = if self.pp_learning {
-            self.table
-                .random_live_recent(&mut self.rng, self.config.id, LEARNING_PEER_SHARE)
-        } else {
-            self.table.random_live(&mut self.rng, self.config.id)
-        };
-        if let Some(m) = peer {
+        if let Some(m) = self.table.random_live(&mut self.rng, self.config.id) {
             let to = m.addr;
             self.pp_peer = Some(to);
             self.out.push_back(Intent::Summary { to, reply: false });
@@ -2557,38 +2541,6 @@ mod tests {
         let next = node.next_push_pull.unwrap();
         assert!(next <= t + p.mul_f64(1.25), "{:?}", next - t);
         assert!(!node.pp_learned);
-    }
-
-    #[test]
-    fn a_node_that_is_behind_pulls_from_the_members_it_learned_of_last() {
-        let now = Instant::now();
-        let mut node = lone_member(now);
-        let mut ctx = FrameContext::default();
-        for id in 2..82 {
-            node.handle_update(now, OTHER, NodeId(3), &alive(id), &mut ctx);
-        }
-        // The table holds the node and 80 members; its last eighth is ids 72 to 81.
-        let newest: Vec<SocketAddr> = (72..82).map(|id| alive(id).addr).collect();
-        let peers = |node: &mut Node, learning: bool| {
-            let mut to = Vec::new();
-            for _ in 0..200 {
-                node.out.clear();
-                node.pp_learned = learning;
-                node.pp_answered = true;
-                node.push_pull_tick(now);
-                to.extend(node.out.iter().filter_map(|i| match i {
-                    Intent::Summary { to, reply: false } => Some(*to),
-                    _ => None,
-                }));
-            }
-            to
-        };
-        let behind = peers(&mut node, true);
-        assert_eq!(behind.len(), 200);
-        assert!(behind.iter().all(|a| newest.contains(a)), "{behind:?}");
-        // A node in step with its peers picks any live member.
-        let regular = peers(&mut node, false);
-        assert!(regular.iter().any(|a| !newest.contains(a)));
     }
 
     #[test]
