@@ -1927,7 +1927,9 @@ impl Node {
     /// not a rumour), the next round comes one period from now rather than when the
     /// regular interval set at the last one ends.
     fn grew_since_pull(&mut self, now: Instant) {
-        if self.table.live_count() < self.pp_live + self.config.broadcast_depth {
+        // A depth may be as large as `usize::MAX` (no crowding): count the growth, do not
+        // add to the depth.
+        if self.table.live_count().saturating_sub(self.pp_live) < self.config.broadcast_depth {
             return;
         }
         let soon = now + self.jittered(self.learning_pull_interval());

@@ -430,29 +430,34 @@ pub(crate) fn straggler_lines(r: &StepRecord) -> Vec<String> {
             if let Some(j) = s.joined_ms {
                 let _ = write!(l, ", told to join at {} ms", ms(j));
             }
+            let [pulls, deferred, gossip, read, merged, lag, live] = straggler_counts(s);
             let _ = write!(
                 l,
-                "; pulls {} opened, {} deferred; gossip rounds deferred {}; updates read {}, merged {}; input read up to {} ms late; live members from {} ms, once a period: {}",
-                s.pulls,
-                s.pulls_deferred,
-                s.gossip_deferred,
-                s.updates_read,
-                s.updates_merged,
-                ms(s.input_lag_peak_ms),
+                "; pulls {pulls} opened, {deferred} deferred; gossip rounds deferred {gossip}; updates read {read}, merged {merged}; input read up to {lag} ms late; live members from {} ms, once a period: {live}",
                 ms(s.first_sample_ms),
-                views(&s.live_by_period)
             );
             l
         })
         .collect()
 }
 
-/// A view's samples, space separated.
-fn views(live: &[u32]) -> String {
-    live.iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(" ")
+/// A straggler's counters as the terminal and the Markdown table show them: pulls opened,
+/// pulls deferred, gossip rounds deferred, updates read, updates merged, input lag peak (ms),
+/// and the sampled views, space separated.
+fn straggler_counts(s: &super::Straggler) -> [String; 7] {
+    [
+        s.pulls.to_string(),
+        s.pulls_deferred.to_string(),
+        s.gossip_deferred.to_string(),
+        s.updates_read.to_string(),
+        s.updates_merged.to_string(),
+        ms(s.input_lag_peak_ms),
+        s.live_by_period
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
+    ]
 }
 
 /// The stragglers of every step that has them, as Markdown tables.
@@ -469,18 +474,12 @@ fn render_stragglers(rec: &RunRecord) -> String {
         for s in &r.stragglers {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 s.node,
                 s.rank,
                 s.joined_ms.map_or("–".to_string(), ms),
                 s.converged_ms.map_or("never".to_string(), ms),
-                s.pulls,
-                s.pulls_deferred,
-                s.gossip_deferred,
-                s.updates_read,
-                s.updates_merged,
-                ms(s.input_lag_peak_ms),
-                views(&s.live_by_period)
+                straggler_counts(s).join(" | ")
             );
         }
     }
