@@ -1922,10 +1922,10 @@ impl Node {
         }
     }
 
-    /// The view grew, from any source: once it holds more new members than the broadcast
-    /// queue sends at full budget since this node's last push-pull round (a bulk change,
-    /// not a rumour), the next round comes one period from now rather than when the
-    /// regular interval set at the last one ends.
+    /// The view grew, from any source: once it holds as many new members as the broadcast
+    /// queue sends at full budget (`broadcast_depth`) since this node's last push-pull round
+    /// (a bulk change, not a rumour), the next round comes one period from now rather than
+    /// when the regular interval set at the last one ends.
     fn grew_since_pull(&mut self, now: Instant) {
         // A depth may be as large as `usize::MAX` (no crowding): count the growth, do not
         // add to the depth.
