@@ -1916,6 +1916,12 @@ impl Node {
             return;
         }
         self.pp_learned = true;
+        self.pull_within_a_period(now);
+    }
+
+    /// Bring the next push-pull round forward to one (jittered) learning interval from
+    /// `now`, if it was set later.
+    fn pull_within_a_period(&mut self, now: Instant) {
         let soon = now + self.jittered(self.learning_pull_interval());
         if self.next_push_pull.is_some_and(|t| t > soon) {
             self.next_push_pull = Some(soon);
@@ -1929,12 +1935,8 @@ impl Node {
     fn grew_since_pull(&mut self, now: Instant) {
         // A depth may be as large as `usize::MAX` (no crowding): count the growth, do not
         // add to the depth.
-        if self.table.live_count().saturating_sub(self.pp_live) < self.config.broadcast_depth {
-            return;
-        }
-        let soon = now + self.jittered(self.learning_pull_interval());
-        if self.next_push_pull.is_some_and(|t| t > soon) {
-            self.next_push_pull = Some(soon);
+        if self.table.live_count().saturating_sub(self.pp_live) >= self.config.broadcast_depth {
+            self.pull_within_a_period(now);
         }
     }
 

@@ -477,14 +477,19 @@ pub(crate) fn message_names() -> Vec<&'static str> {
 struct Totals {
     /// Messages and bytes written, by type.
     messages: Vec<(&'static str, u64, u64)>,
-    /// Member updates read.
-    updates_read: u64,
-    /// Member updates merged that changed something.
-    updates_merged: u64,
     /// Failure detector counters.
     detector: Detector,
     /// Each node's own counters, by node index (zero for a node that did not answer).
     nodes: Vec<NodeCounts>,
+}
+
+impl Totals {
+    /// Member updates read, and of those the ones merged that changed something.
+    fn updates(&self) -> (u64, u64) {
+        self.nodes.iter().fold((0, 0), |(r, m), n| {
+            (r + n.updates_read, m + n.updates_merged)
+        })
+    }
 }
 
 /// What the nodes' failure detectors did, all nodes together (from
@@ -562,8 +567,6 @@ fn totals(c: &Cluster) -> Totals {
     drop(tx);
     let mut t = Totals {
         messages: message_names().into_iter().map(|k| (k, 0, 0)).collect(),
-        updates_read: 0,
-        updates_merged: 0,
         detector: Detector::default(),
         nodes: vec![NodeCounts::default(); c.ids.len()],
     };
@@ -576,8 +579,6 @@ fn totals(c: &Cluster) -> Totals {
             t.1 += m;
             t.2 += b;
         }
-        t.updates_read += node.updates_read;
-        t.updates_merged += node.updates_merged;
         t.detector.add(&detector);
         t.nodes[i] = node;
     }
@@ -939,6 +940,7 @@ impl Meter {
         let cpu = sys::cpu_seconds() - self.cpu;
         let backlog = c.backlog.take_peak();
         let now = totals(c);
+        let ((read0, merged0), (read1, merged1)) = (self.totals.updates(), now.updates());
         let messages = now
             .messages
             .into_iter()
@@ -968,10 +970,8 @@ impl Meter {
                 .recv_buffers_exhausted
                 .saturating_sub(self.start.recv_buffers_exhausted),
             messages,
-            updates_read: now.updates_read.saturating_sub(self.totals.updates_read),
-            updates_merged: now
-                .updates_merged
-                .saturating_sub(self.totals.updates_merged),
+            updates_read: read1.saturating_sub(read0),
+            updates_merged: merged1.saturating_sub(merged0),
             detector: now.detector.since(&self.totals.detector),
         }
     }
