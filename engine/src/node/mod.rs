@@ -195,6 +195,8 @@ pub struct NodeStats {
     pub corrections: u64,
     /// Member updates merged that changed something.
     pub updates_merged: u64,
+    /// Member updates written, by what carried them.
+    pub updates_sent: UpdatesSent,
     /// Queued updates that this node received again from others while its queue was
     /// crowded, each counted as one sending ([`BroadcastQueue::heard`]).
     pub broadcasts_heard: u64,
@@ -220,6 +222,47 @@ pub struct NodeStats {
     pub crdt_rejected: u64,
     /// CRDT anti-entropy rounds this node started.
     pub crdt_syncs: u64,
+}
+
+/// Member updates a node wrote, by what carried them. On a network that loses nothing,
+/// the receivers read as many: this says where a bulk change's reads come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpdatesSent {
+    /// In gossip rounds (§10 of ALGORITHM.md), join replies included.
+    pub gossip: u64,
+    /// Piggybacked on any other frame: probes, acks, joins, summaries, digests, requests.
+    pub piggyback: u64,
+    /// In push-pull answers (a peer's thin buckets, or what it requested), not marked as
+    /// catch-up state.
+    pub pull: u64,
+    /// In push-pull answers marked as catch-up state (`StatePush`), which the receiver
+    /// does not gossip on.
+    pub catch_up: u64,
+}
+
+impl UpdatesSent {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.gossip + self.piggyback + self.pull + self.catch_up
+    }
+
+    fn count(&mut self, carrier: Carrier, n: u64) {
+        *match carrier {
+            Carrier::Gossip => &mut self.gossip,
+            Carrier::Piggyback => &mut self.piggyback,
+            Carrier::Pull => &mut self.pull,
+            Carrier::CatchUp => &mut self.catch_up,
+        } += n;
+    }
+}
+
+/// What a frame's member updates ride in ([`UpdatesSent`]).
+#[derive(Clone, Copy)]
+enum Carrier {
+    Gossip,
+    Piggyback,
+    Pull,
+    CatchUp,
 }
 
 impl NodeStats {
@@ -1183,12 +1226,13 @@ impl Node {
                     self.probe_order.insert(&mut self.rng, u.id);
                     self.placement_dirty(now);
                     // A member learned from anti-entropy state is old news to the cluster
-                    // (a joiner catching up); one learned from a rumour is spread on. So is
-                    // one the peer of this node's pull taught it, unless the queue is
-                    // crowded: in a bulk change, anti-entropy carries it on (ALGORITHM.md
-                    // §10).
-                    let bulk_pull = self.pp_peer == Some(from) && self.broadcasts_crowded();
-                    if !ctx.state && !bulk_pull {
+                    // (a joiner catching up); one learned from a rumour is spread on, unless
+                    // the queue is crowded and the news is second-hand: in a bulk change,
+                    // anti-entropy carries it on, and relayed copies mostly reach members
+                    // that already have it (ALGORITHM.md §10). News from the member
+                    // itself (a join) is spread on in any case.
+                    let relayed_in_bulk = u.id != sender && self.broadcasts_crowded();
+                    if !ctx.state && !relayed_in_bulk {
                         self.broadcasts.push(&mut self.table, u.id);
                         self.gossip_soon(now);
                     }
@@ -2106,6 +2150,12 @@ impl Node {
     fn write(&mut self, intent: Intent, buf: &mut Vec<u8>) -> Option<SocketAddr> {
         let mut w = FrameWriter::new(buf, &self.frame, self.config.id, self.keys.as_ref());
         let mut piggyback = true;
+        let carrier = match intent {
+            Intent::Gossip { .. } => Carrier::Gossip,
+            Intent::Updates { catch_up: true, .. } => Carrier::CatchUp,
+            Intent::Updates { .. } => Carrier::Pull,
+            _ => Carrier::Piggyback,
+        };
         let to = match intent {
             Intent::Ping { to, seq, target } => {
                 w.try_push(&Message::Ping(Ping { seq, target }));
@@ -2326,9 +2376,12 @@ impl Node {
         if w.is_empty() {
             return None;
         }
+        let mut members = 0;
         for (kind, len) in w.records() {
             self.stats.messages_out.add(kind, len);
+            members += u64::from(kind == crate::codec::kind::MEMBER);
         }
+        self.stats.updates_sent.count(carrier, members);
         w.finish();
         Some(to)
     }
@@ -2758,27 +2811,72 @@ mod tests {
     }
 
     #[test]
-    fn members_pulled_during_a_bulk_change_are_not_queued_for_gossip() {
+    fn members_heard_second_hand_during_a_bulk_change_are_not_queued_for_gossip() {
         let now = Instant::now();
         let mut node = lone_member(now);
         let depth = node.config.broadcast_depth;
         node.pp_peer = Some(PEER);
         let mut ctx = FrameContext::default();
-        // A short queue: what the pull's peer teaches is spread like any news.
+        // A short queue: a member relayed by the pull's peer or by anyone else is spread
+        // on like any news.
         node.handle_update(now, PEER, NodeId(2), &alive(10), &mut ctx);
-        assert_eq!(node.broadcasts.len(), 1);
-        // Gossip from others crowds the queue.
+        node.handle_update(now, OTHER, NodeId(3), &alive(11), &mut ctx);
+        assert_eq!(node.broadcasts.len(), 2);
         for id in 100..100 + 2 * depth as u64 {
             node.handle_update(now, OTHER, NodeId(3), &alive(id), &mut ctx);
         }
+        // The queue held at most `depth` before these: the first ones crowded it, and the
+        // rest were learned but not queued.
         let crowded = node.broadcasts.len();
-        assert_eq!(crowded, 1 + 2 * depth);
-        // Now members pulled from the peer are learned but not queued; gossip still is.
+        assert_eq!(crowded, depth + 1);
+        assert!(node
+            .member(NodeId(100 + 2 * depth as u64 - 1))
+            .is_some_and(|m| m.is_live()));
+        // Crowded, a member relayed by the pull's peer or by anyone else is learned but not
+        // queued; one that speaks for itself (a join, its own state) still is.
         node.handle_update(now, PEER, NodeId(2), &alive(20), &mut ctx);
-        assert!(node.member(NodeId(20)).is_some_and(|m| m.is_live()));
-        assert_eq!(node.broadcasts.len(), crowded);
         node.handle_update(now, OTHER, NodeId(3), &alive(21), &mut ctx);
+        assert!(node.member(NodeId(21)).is_some_and(|m| m.is_live()));
+        assert_eq!(node.broadcasts.len(), crowded);
+        node.handle_update(now, OTHER, NodeId(22), &alive(22), &mut ctx);
         assert_eq!(node.broadcasts.len(), crowded + 1);
+    }
+
+    #[test]
+    fn member_updates_sent_are_counted_by_what_carried_them() {
+        let now = Instant::now();
+        let mut node = lone_member(now);
+        let mut ctx = FrameContext::default();
+        for id in 2..12 {
+            node.handle_update(now, OTHER, NodeId(id), &alive(id), &mut ctx);
+        }
+        node.out.clear();
+        let ids: Vec<NodeId> = (2..6).map(NodeId).collect();
+        let updates = |catch_up| Intent::Updates {
+            to: PEER,
+            ids: ids.clone(),
+            hints: Hints::default(),
+            pos: 0,
+            catch_up,
+        };
+        node.out.push_back(updates(true));
+        node.out.push_back(updates(false));
+        node.out.push_back(updates(false));
+        node.out.push_back(Intent::Gossip {
+            to: PEER,
+            with_self: false,
+        });
+        node.out.push_back(Intent::Ack { to: PEER, seq: 1 });
+        let mut buf = Vec::new();
+        while node.poll_transmit(now, &mut buf).is_some() {
+            buf.clear();
+        }
+        let sent = node.stats().updates_sent;
+        assert_eq!((sent.catch_up, sent.pull), (4, 8));
+        // The ten queued members go out in the gossip round, and again on the ack (their
+        // budget is more than two sendings).
+        assert_eq!((sent.gossip, sent.piggyback), (10, 10));
+        assert_eq!(sent.total(), node.stats().messages_out.get(kind::MEMBER).0);
     }
 
     #[test]

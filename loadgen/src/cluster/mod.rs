@@ -320,6 +320,7 @@ struct NodeCounts {
     updates_read: u64,
     updates_merged: u64,
     input_lag_peak_us: u64,
+    sent: UpdatesSent,
 }
 
 impl NodeCounts {
@@ -331,6 +332,7 @@ impl NodeCounts {
             updates_read: s.messages_in.get(hearsay::codec::kind::MEMBER).0,
             updates_merged: s.updates_merged,
             input_lag_peak_us: s.input_lag_peak_us,
+            sent: UpdatesSent::of(&s.updates_sent),
         }
     }
 
@@ -348,7 +350,58 @@ impl NodeCounts {
             updates_read: self.updates_read - before.updates_read,
             updates_merged: self.updates_merged.saturating_sub(before.updates_merged),
             input_lag_peak_us: self.input_lag_peak_us,
+            sent: self.sent.since(&before.sent),
         }
+    }
+}
+
+/// Member updates the nodes wrote, by what carried them (from
+/// [`hearsay::node::UpdatesSent`]). Nothing is lost on loopback without `--loss`, so
+/// these add up to about the updates read: where a step's reads came from.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct UpdatesSent {
+    /// In gossip rounds (join replies included).
+    pub(crate) gossip: u64,
+    /// Piggybacked on probes, acks, joins and anti-entropy frames.
+    pub(crate) piggyback: u64,
+    /// In push-pull answers not marked as catch-up state.
+    pub(crate) pull: u64,
+    /// In push-pull answers marked as catch-up state.
+    pub(crate) catch_up: u64,
+}
+
+impl UpdatesSent {
+    fn of(s: &hearsay::node::UpdatesSent) -> Self {
+        Self {
+            gossip: s.gossip,
+            piggyback: s.piggyback,
+            pull: s.pull,
+            catch_up: s.catch_up,
+        }
+    }
+
+    fn fields(&mut self) -> [&mut u64; 4] {
+        [
+            &mut self.gossip,
+            &mut self.piggyback,
+            &mut self.pull,
+            &mut self.catch_up,
+        ]
+    }
+
+    fn add(&mut self, o: &Self) {
+        let mut o = *o;
+        for (a, b) in self.fields().into_iter().zip(o.fields()) {
+            *a += *b;
+        }
+    }
+
+    fn since(&self, o: &Self) -> Self {
+        let (mut d, mut o) = (*self, *o);
+        for (a, b) in d.fields().into_iter().zip(o.fields()) {
+            *a = a.saturating_sub(*b);
+        }
+        d
     }
 }
 
@@ -452,6 +505,8 @@ pub(crate) struct Usage {
     /// is the copies read per change learned: for the rumour step, the messages one
     /// rumour cost each member until the last had it.
     pub(crate) updates_merged: u64,
+    /// Member updates the nodes wrote during the step, by what carried them.
+    pub(crate) updates_sent: UpdatesSent,
     /// What the failure detectors did during the step.
     pub(crate) detector: Detector,
 }
@@ -489,6 +544,15 @@ impl Totals {
         self.nodes.iter().fold((0, 0), |(r, m), n| {
             (r + n.updates_read, m + n.updates_merged)
         })
+    }
+
+    /// Member updates written, by what carried them.
+    fn sent(&self) -> UpdatesSent {
+        let mut t = UpdatesSent::default();
+        for n in &self.nodes {
+            t.add(&n.sent);
+        }
+        t
     }
 }
 
@@ -941,6 +1005,7 @@ impl Meter {
         let backlog = c.backlog.take_peak();
         let now = totals(c);
         let ((read0, merged0), (read1, merged1)) = (self.totals.updates(), now.updates());
+        let sent = now.sent().since(&self.totals.sent());
         let messages = now
             .messages
             .into_iter()
@@ -972,6 +1037,7 @@ impl Meter {
             messages,
             updates_read: read1.saturating_sub(read0),
             updates_merged: merged1.saturating_sub(merged0),
+            updates_sent: sent,
             detector: now.detector.since(&self.totals.detector),
         }
     }

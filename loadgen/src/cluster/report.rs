@@ -167,6 +167,12 @@ pub(crate) fn step_line(r: &StepRecord, period: Duration) -> String {
     } else {
         let _ = write!(s, "; member updates read {}, none merged", u.updates_read);
     }
+    let w = &u.updates_sent;
+    let _ = write!(
+        s,
+        "; member updates sent in gossip rounds {}, piggybacked {}, in pull answers {}, as catch-up state {}",
+        w.gossip, w.piggyback, w.pull, w.catch_up
+    );
     let d = &u.detector;
     let _ = write!(
         s,

@@ -354,6 +354,24 @@ pub(crate) fn render(s: &Snapshot) -> String {
         "Member updates merged that changed something.",
         st.updates_merged,
     );
+    o.family(
+        "hearsay_member_updates_sent_total",
+        "counter",
+        "Member updates written, by what carried them.",
+    );
+    let sent = &st.updates_sent;
+    for (carrier, n) in [
+        ("gossip", sent.gossip),
+        ("piggyback", sent.piggyback),
+        ("pull", sent.pull),
+        ("catch_up", sent.catch_up),
+    ] {
+        o.sample(
+            "hearsay_member_updates_sent_total",
+            &[("carrier", carrier)],
+            n,
+        );
+    }
     o.counter(
         "hearsay_corrections_total",
         "Stale updates answered with this node's newer state.",
@@ -626,6 +644,11 @@ mod tests {
             suspicions: 2,
             refutations: 1,
             crdt_deltas_in: 4,
+            updates_sent: hearsay::node::UpdatesSent {
+                pull: 6,
+                catch_up: 40,
+                ..Default::default()
+            },
             ..NodeStats::default()
         };
         stats.dropped.push(("bad_magic", 3));
@@ -690,6 +713,13 @@ mod tests {
             3.0
         );
         assert_eq!(value(&scrape, "hearsay_members", &[("state", "dead")]), 1.0);
+        for (carrier, n) in [("gossip", 0.0), ("pull", 6.0), ("catch_up", 40.0)] {
+            let labels = [("carrier", carrier)];
+            assert_eq!(
+                value(&scrape, "hearsay_member_updates_sent_total", &labels),
+                n
+            );
+        }
         assert_eq!(
             value(
                 &scrape,
