@@ -379,7 +379,9 @@ impl UpdatesSent {
             catch_up: s.catch_up,
         }
     }
+}
 
+impl Tally<4> for UpdatesSent {
     fn fields(&mut self) -> [&mut u64; 4] {
         [
             &mut self.gossip,
@@ -388,6 +390,12 @@ impl UpdatesSent {
             &mut self.catch_up,
         ]
     }
+}
+
+/// A record of counters that is summed over the nodes and differenced over a step, field
+/// by field.
+trait Tally<const N: usize>: Copy {
+    fn fields(&mut self) -> [&mut u64; N];
 
     fn add(&mut self, o: &Self) {
         let mut o = *o;
@@ -396,6 +404,7 @@ impl UpdatesSent {
         }
     }
 
+    /// The counts since `o`; a counter that went back (a restarted node) counts as 0.
     fn since(&self, o: &Self) -> Self {
         let (mut d, mut o) = (*self, *o);
         for (a, b) in d.fields().into_iter().zip(o.fields()) {
@@ -585,7 +594,9 @@ impl Detector {
             suspicions_extended: s.suspicions_extended,
         }
     }
+}
 
+impl Tally<6> for Detector {
     fn fields(&mut self) -> [&mut u64; 6] {
         [
             &mut self.probes,
@@ -595,21 +606,6 @@ impl Detector {
             &mut self.suspicions,
             &mut self.suspicions_extended,
         ]
-    }
-
-    fn add(&mut self, o: &Self) {
-        let mut o = *o;
-        for (a, b) in self.fields().into_iter().zip(o.fields()) {
-            *a += *b;
-        }
-    }
-
-    fn since(&self, o: &Self) -> Self {
-        let (mut d, mut o) = (*self, *o);
-        for (a, b) in d.fields().into_iter().zip(o.fields()) {
-            *a = a.saturating_sub(*b);
-        }
-        d
     }
 }
 
