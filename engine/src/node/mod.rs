@@ -1226,12 +1226,13 @@ impl Node {
                     self.probe_order.insert(&mut self.rng, u.id);
                     self.placement_dirty(now);
                     // A member learned from anti-entropy state is old news to the cluster
-                    // (a joiner catching up); one learned from a rumour is spread on. So is
-                    // one the peer of this node's pull taught it, unless the queue is
-                    // crowded: in a bulk change, anti-entropy carries it on (ALGORITHM.md
-                    // §10).
-                    let bulk_pull = self.pp_peer == Some(from) && self.broadcasts_crowded();
-                    if !ctx.state && !bulk_pull {
+                    // (a joiner catching up); one learned from a rumour is spread on, unless
+                    // the queue is crowded and the news is second-hand: in a bulk change,
+                    // anti-entropy carries it on, and relayed copies mostly reach members
+                    // that already have it (ALGORITHM.md §10). News from the member
+                    // itself (a join) is spread on in any case.
+                    let relayed_in_bulk = u.id != sender && self.broadcasts_crowded();
+                    if !ctx.state && !relayed_in_bulk {
                         self.broadcasts.push(&mut self.table, u.id);
                         self.gossip_soon(now);
                     }
@@ -2810,26 +2811,34 @@ mod tests {
     }
 
     #[test]
-    fn members_pulled_during_a_bulk_change_are_not_queued_for_gossip() {
+    fn members_heard_second_hand_during_a_bulk_change_are_not_queued_for_gossip() {
         let now = Instant::now();
         let mut node = lone_member(now);
         let depth = node.config.broadcast_depth;
         node.pp_peer = Some(PEER);
         let mut ctx = FrameContext::default();
-        // A short queue: what the pull's peer teaches is spread like any news.
+        // A short queue: a member relayed by the pull's peer or by anyone else is spread
+        // on like any news.
         node.handle_update(now, PEER, NodeId(2), &alive(10), &mut ctx);
-        assert_eq!(node.broadcasts.len(), 1);
-        // Gossip from others crowds the queue.
+        node.handle_update(now, OTHER, NodeId(3), &alive(11), &mut ctx);
+        assert_eq!(node.broadcasts.len(), 2);
         for id in 100..100 + 2 * depth as u64 {
             node.handle_update(now, OTHER, NodeId(3), &alive(id), &mut ctx);
         }
+        // The queue held at most `depth` before these: the first ones crowded it, and the
+        // rest were learned but not queued.
         let crowded = node.broadcasts.len();
-        assert_eq!(crowded, 1 + 2 * depth);
-        // Now members pulled from the peer are learned but not queued; gossip still is.
+        assert_eq!(crowded, depth + 1);
+        assert!(node
+            .member(NodeId(100 + 2 * depth as u64 - 1))
+            .is_some_and(|m| m.is_live()));
+        // Crowded, a member relayed by the pull's peer or by anyone else is learned but not
+        // queued; one that speaks for itself (a join, its own state) still is.
         node.handle_update(now, PEER, NodeId(2), &alive(20), &mut ctx);
-        assert!(node.member(NodeId(20)).is_some_and(|m| m.is_live()));
-        assert_eq!(node.broadcasts.len(), crowded);
         node.handle_update(now, OTHER, NodeId(3), &alive(21), &mut ctx);
+        assert!(node.member(NodeId(21)).is_some_and(|m| m.is_live()));
+        assert_eq!(node.broadcasts.len(), crowded);
+        node.handle_update(now, OTHER, NodeId(22), &alive(22), &mut ctx);
         assert_eq!(node.broadcasts.len(), crowded + 1);
     }
 
