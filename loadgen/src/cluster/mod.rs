@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use hearsay::detector::suspicion_timeout;
-use hearsay::node::{Command, NodeConfig, PlacementConfig};
+use hearsay::node::{Command, NodeConfig, PlacementConfig, UpdatesSent};
 use hearsay::placement::{NodeId, Router, Scheme};
 use hearsay::runtime::{BackendChoice, EndpointId, Runtime, RuntimeConfig};
 use rand::rngs::SmallRng;
@@ -332,7 +332,7 @@ impl NodeCounts {
             updates_read: s.messages_in.get(hearsay::codec::kind::MEMBER).0,
             updates_merged: s.updates_merged,
             input_lag_peak_us: s.input_lag_peak_us,
-            sent: UpdatesSent::of(&s.updates_sent),
+            sent: s.updates_sent,
         }
     }
 
@@ -355,32 +355,6 @@ impl NodeCounts {
     }
 }
 
-/// Member updates the nodes wrote, by what carried them (from
-/// [`hearsay::node::UpdatesSent`]). Nothing is lost on loopback without `--loss`, so
-/// these add up to about the updates read: where a step's reads came from.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub(crate) struct UpdatesSent {
-    /// In gossip rounds (join replies included).
-    pub(crate) gossip: u64,
-    /// Piggybacked on probes, acks, joins and anti-entropy frames.
-    pub(crate) piggyback: u64,
-    /// In push-pull answers not marked as catch-up state.
-    pub(crate) pull: u64,
-    /// In push-pull answers marked as catch-up state.
-    pub(crate) catch_up: u64,
-}
-
-impl UpdatesSent {
-    fn of(s: &hearsay::node::UpdatesSent) -> Self {
-        Self {
-            gossip: s.gossip,
-            piggyback: s.piggyback,
-            pull: s.pull,
-            catch_up: s.catch_up,
-        }
-    }
-}
-
 impl Tally<4> for UpdatesSent {
     fn fields(&mut self) -> [&mut u64; 4] {
         [
@@ -390,6 +364,17 @@ impl Tally<4> for UpdatesSent {
             &mut self.catch_up,
         ]
     }
+}
+
+/// [`UpdatesSent`] in the JSON report: one number per carrier.
+fn serialize_sent<S: serde::Serializer>(u: &UpdatesSent, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut st = s.serialize_struct("UpdatesSent", 4)?;
+    st.serialize_field("gossip", &u.gossip)?;
+    st.serialize_field("piggyback", &u.piggyback)?;
+    st.serialize_field("pull", &u.pull)?;
+    st.serialize_field("catch_up", &u.catch_up)?;
+    st.end()
 }
 
 /// A record of counters that is summed over the nodes and differenced over a step, field
@@ -514,7 +499,10 @@ pub(crate) struct Usage {
     /// is the copies read per change learned: for the rumour step, the messages one
     /// rumour cost each member until the last had it.
     pub(crate) updates_merged: u64,
-    /// Member updates the nodes wrote during the step, by what carried them.
+    /// Member updates the nodes wrote during the step, by what carried them. Nothing is
+    /// lost on loopback without `--loss`, so these add up to about the updates read: where
+    /// a step's reads came from.
+    #[serde(serialize_with = "serialize_sent")]
     pub(crate) updates_sent: UpdatesSent,
     /// What the failure detectors did during the step.
     pub(crate) detector: Detector,
